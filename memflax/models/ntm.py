@@ -1,0 +1,120 @@
+"""Neural Turing Machine (Graves et al. 2014): an LSTM controller with an external memory.
+
+Each step the controller sees the input and the previous reads; its state sets
+the parameters of the read and write heads (memflax.nn.memory.NTMHeads). Read
+heads read M_{t-1}; write heads then erase/add to give M_t, optionally followed
+by Frobenius normalisation; the output is a linear map of [h_t, reads_t].
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from memflax.nn import memory as mem
+from memflax.nn.recurrent import LSTMCell
+
+MEMORY_INITS = ('constant', 'learned', 'random')
+
+
+class NTMCell(nn.Module):
+  """One NTM step. carry = dict(controller, memory [B,N,W], reads [B,R,W],
+  read_w [B,R,N], write_w [B,Wr,N]); x [B,D] -> (carry, (out [B,C+R·W], traces))."""
+
+  controller_size: int
+  memory_size: int
+  memory_width: int
+  num_read_heads: int
+  num_write_heads: int
+  shift_range: int
+  frobenius_norm: bool
+  controller_clip: float
+
+  @nn.compact
+  def __call__(self, carry, x):
+    batch = x.shape[0]
+    controller_in = jnp.concatenate([x, carry['reads'].reshape(batch, -1)], axis=-1)
+    controller, h = LSTMCell(self.controller_size, name='controller')(carry['controller'],
+                                                                      controller_in)
+    heads = dict(width=self.memory_width, shift_range=self.shift_range,
+                 clip=self.controller_clip)
+    rp = mem.NTMHeads(self.num_read_heads, name='read_heads', **heads)(h)
+    wp = mem.NTMHeads(self.num_write_heads, writes=True, name='write_heads', **heads)(h)
+    memory = carry['memory']
+    read_w = mem.address(memory, carry['read_w'], rp['keys'], rp['beta'], rp['gate'],
+                         rp['shift'], rp['gamma'])
+    reads = mem.read(memory, read_w)
+    write_w = mem.address(memory, carry['write_w'], wp['keys'], wp['beta'], wp['gate'],
+                          wp['shift'], wp['gamma'])
+    memory = mem.write(memory, write_w, wp['erase'], wp['add'])
+    if self.frobenius_norm:
+      memory = mem.frobenius_normalize(memory)
+    new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
+                     write_w=write_w)
+    out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
+    return new_carry, (out, {'read_weights': read_w, 'write_weights': write_w})
+
+
+class Model(nn.Module):
+  """inputs [B, T, D] -> (logits [B, T, output_size],
+  {'read_weights': [B,T,R,N], 'write_weights': [B,T,Wr,N]}).
+
+  memory_init: 'constant' fills M_0 with 1e-6 (Collier & Beel 2018: fastest to
+  converge), 'learned' trains M_0, 'random' fixes M_0 to small uniform noise as
+  pytorch-ntm does. All heads start focused on slot 0, which gives location
+  addressing a reference point while the constant memory is still featureless.
+  """
+
+  output_size: int
+  controller_size: int = 100
+  memory_size: int = 128
+  memory_width: int = 20
+  num_read_heads: int = 1
+  num_write_heads: int = 1
+  shift_range: int = 1
+  frobenius_norm: bool = False
+  memory_init: str = 'constant'
+  controller_clip: float = 20.0
+
+  def _initial_memory(self) -> jax.Array:
+    shape = (self.memory_size, self.memory_width)
+    if self.memory_init == 'constant':
+      return jnp.full(shape, 1e-6, jnp.float32)
+    if self.memory_init == 'learned':
+      return self.param('memory_init', nn.initializers.constant(1e-6), shape)
+    if self.memory_init == 'random':
+      bound = 1.0 / (self.memory_size + self.memory_width) ** 0.5
+      init = self.param('memory_init', nn.initializers.uniform(2 * bound), shape)
+      return jax.lax.stop_gradient(init - bound)
+    raise ValueError(f'model.memory_init must be one of {MEMORY_INITS}, got {self.memory_init!r}')
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, train: bool = False):
+    del train  # no dropout in this model
+    batch = inputs.shape[0]
+    memory0 = jnp.broadcast_to(self._initial_memory(), (batch, self.memory_size,
+                                                         self.memory_width))
+    if self.frobenius_norm:
+      memory0 = mem.frobenius_normalize(memory0)
+    focus = jax.nn.one_hot(0, self.memory_size)
+
+    def heads(n):
+      return jnp.broadcast_to(focus, (batch, n, self.memory_size))
+
+    carry = dict(
+        controller=LSTMCell(self.controller_size, parent=None).initial_carry((batch,)),
+        memory=memory0,
+        reads=mem.read(memory0, heads(self.num_read_heads)),
+        read_w=heads(self.num_read_heads),
+        write_w=heads(self.num_write_heads),
+    )
+    scan = nn.scan(NTMCell, variable_broadcast='params', split_rngs={'params': False},
+                   in_axes=1, out_axes=1)
+    _, (features, traces) = scan(
+        controller_size=self.controller_size, memory_size=self.memory_size,
+        memory_width=self.memory_width, num_read_heads=self.num_read_heads,
+        num_write_heads=self.num_write_heads, shift_range=self.shift_range,
+        frobenius_norm=self.frobenius_norm, controller_clip=self.controller_clip,
+        name='cell')(carry, inputs)
+    return nn.Dense(self.output_size, name='readout')(features), traces

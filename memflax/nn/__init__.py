@@ -1,0 +1,1 @@
+"""Pure flax.linen building blocks; nothing here knows about models, tasks or training."""

@@ -1,0 +1,145 @@
+"""Neural Turing Machine memory: addressing, read, erase/add write, normalisation.
+
+Pure functions on arrays (usable on their own from a notebook) plus `NTMHeads`,
+the flax module that turns a controller state into head parameters. Shapes use
+B batch, H heads, N memory slots, W slot width, S = 2·shift_range + 1 shifts.
+
+Equations (Graves et al. 2014, "Neural Turing Machines", §3.3):
+  content    w^c_i = softmax_i(β · K(k, M_i)),   K = cosine similarity
+  interpolate w^g = g · w^c + (1 − g) · w_{t-1}
+  shift      w̃_i = Σ_j w^g_j · s_{(i − j) mod N}
+  sharpen    w_i = w̃_i^γ / Σ_j w̃_j^γ,   γ ≥ 1
+  read       r = Σ_i w_i M_i = wᵀ M
+  write      M̃ = M ∘ (1 − w eᵀ) + w aᵀ     (erase, then add)
+  normalise  M = M̃ / ‖M̃‖_F                 (optional; product card, seed 003 §4.2.3)
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_EPS = 1e-8
+
+
+def cosine_similarity(keys: Array, memory: Array) -> Array:
+  """Cosine similarity of each key with each memory row.
+
+  keys [B, H, W], memory [B, N, W] -> [B, H, N].
+  """
+  dots = jnp.einsum('bhw,bnw->bhn', keys, memory)
+  key_norm = jnp.linalg.norm(keys, axis=-1)[..., :, None]
+  mem_norm = jnp.linalg.norm(memory, axis=-1)[..., None, :]
+  return dots / (key_norm * mem_norm + _EPS)
+
+
+def content_weighting(memory: Array, keys: Array, beta: Array) -> Array:
+  """`softmax_i(β · cos(k, M_i))`. memory [B,N,W], keys [B,H,W], beta [B,H] -> [B,H,N]."""
+  return jax.nn.softmax(beta[..., None] * cosine_similarity(keys, memory), axis=-1)
+
+
+def interpolate(w_content: Array, w_prev: Array, gate: Array) -> Array:
+  """`g · w^c + (1 − g) · w_{t-1}`. weightings [B,H,N], gate [B,H] -> [B,H,N]."""
+  g = gate[..., None]
+  return g * w_content + (1.0 - g) * w_prev
+
+
+def circular_shift(w: Array, shift: Array) -> Array:
+  """Circular convolution of a weighting with a shift distribution.
+
+  w [B,H,N], shift [B,H,S] over offsets −r..r (S = 2r+1) -> [B,H,N];
+  `out_i = Σ_k shift_k · w_{(i − offset_k) mod N}`, so offset +1 moves focus forward.
+  """
+  radius = (shift.shape[-1] - 1) // 2
+  # S is small (3 by default): a sum of S rolls is cheaper than an N×N matrix.
+  return sum(shift[..., k, None] * jnp.roll(w, k - radius, axis=-1)
+             for k in range(shift.shape[-1]))
+
+
+def sharpen(w: Array, gamma: Array) -> Array:
+  """`w_i^γ / Σ_j w_j^γ`. w [B,H,N], gamma [B,H] (≥ 1) -> [B,H,N]."""
+  # softmax(γ·log w) equals w^γ / Σ w^γ but cannot underflow to 0/0 for large γ;
+  # the floor keeps log finite where the shift left exact zeros.
+  return jax.nn.softmax(gamma[..., None] * jnp.log(jnp.maximum(w, 1e-30)), axis=-1)
+
+
+def address(memory: Array, w_prev: Array, keys: Array, beta: Array, gate: Array,
+            shift: Array, gamma: Array) -> Array:
+  """The full NTM addressing pipeline: content → interpolate → shift → sharpen.
+
+  memory [B,N,W], w_prev [B,H,N], keys [B,H,W], beta/gate/gamma [B,H], shift [B,H,S]
+  -> weighting [B,H,N] (each row sums to 1).
+  """
+  w = content_weighting(memory, keys, beta)
+  w = interpolate(w, w_prev, gate)
+  w = circular_shift(w, shift)
+  return sharpen(w, gamma)
+
+
+def read(memory: Array, weights: Array) -> Array:
+  """`r = wᵀ M` for each head. memory [B,N,W], weights [B,H,N] -> [B,H,W]."""
+  return jnp.einsum('bhn,bnw->bhw', weights, memory)
+
+
+def write(memory: Array, weights: Array, erase: Array, add: Array) -> Array:
+  """Erase then add: `M̃ = M ∘ Π_h (1 − w_h e_hᵀ) + Σ_h w_h a_hᵀ`.
+
+  With one head this is exactly `M ∘ (1 − w eᵀ) + w aᵀ`; with several, erasures
+  multiply and additions sum, so the order of heads does not matter (Graves §3.2).
+  memory [B,N,W], weights [B,H,N], erase/add [B,H,W] (erase in [0,1]) -> [B,N,W].
+  """
+  keep = jnp.prod(1.0 - weights[..., :, None] * erase[..., None, :], axis=1)
+  added = jnp.einsum('bhn,bhw->bnw', weights, add)
+  return memory * keep + added
+
+
+def frobenius_normalize(memory: Array) -> Array:
+  """`M / ‖M‖_F` per batch element. memory [B,N,W] -> [B,N,W]."""
+  norm = jnp.sqrt(jnp.sum(jnp.square(memory), axis=(-2, -1), keepdims=True))
+  return memory / (norm + _EPS)
+
+
+class NTMHeads(nn.Module):
+  """Maps a controller state to the parameters of `num_heads` addressing heads.
+
+  h [B, C] -> dict with keys [B,H,W], beta [B,H] (softplus, ≥ 0), gate [B,H]
+  (sigmoid), shift [B,H,S] (softmax), gamma [B,H] (1 + softplus, ≥ 1) and, when
+  `writes`, erase [B,H,W] (sigmoid) and add [B,H,W] (tanh).
+
+  Raw outputs are clipped to ±`clip` (Collier & Beel 2018 clip controller outputs
+  to ±20), which keeps β and γ from exploding into NaNs early in training.
+  """
+
+  num_heads: int
+  width: int
+  shift_range: int = 1
+  writes: bool = False
+  clip: float = 20.0
+
+  @nn.compact
+  def __call__(self, h: Array) -> dict[str, Array]:
+    num_shifts = 2 * self.shift_range + 1
+    sizes = {'keys': self.width, 'beta': 1, 'gate': 1, 'shift': num_shifts, 'gamma': 1}
+    if self.writes:
+      sizes.update(erase=self.width, add=self.width)
+    total = sum(sizes.values())
+    raw = nn.Dense(self.num_heads * total, name='params')(h)
+    raw = jnp.clip(raw, -self.clip, self.clip).reshape(*h.shape[:-1], self.num_heads, total)
+    parts, start = {}, 0
+    for name, size in sizes.items():
+      parts[name] = raw[..., start:start + size]
+      start += size
+    out = {
+        'keys': parts['keys'],
+        'beta': jax.nn.softplus(parts['beta'][..., 0]),
+        'gate': jax.nn.sigmoid(parts['gate'][..., 0]),
+        'shift': jax.nn.softmax(parts['shift'], axis=-1),
+        'gamma': 1.0 + jax.nn.softplus(parts['gamma'][..., 0]),
+    }
+    if self.writes:
+      out['erase'] = jax.nn.sigmoid(parts['erase'])
+      out['add'] = jnp.tanh(parts['add'])
+    return out

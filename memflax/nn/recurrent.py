@@ -1,0 +1,137 @@
+"""Recurrent cells with the `(carry, x) -> (carry, y)` interface, and a scanned stack.
+
+Every cell is a pure flax.linen module: `initial_carry(batch_shape)` builds the
+zero state, `__call__(carry, x)` advances one time step. Run them over time with
+`RecurrentStack` (which uses `nn.scan`), never with a Python loop inside jit.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _dense(features: int, name: str, use_bias: bool = True, bias_init=nn.initializers.zeros):
+  return nn.Dense(features, use_bias=use_bias, name=name, bias_init=bias_init)
+
+
+class RNNCell(nn.Module):
+  """Elman cell: `h_t = f(W_xh x_t + W_hh h_{t-1} + b_h)`.
+
+  Shapes: carry `h` [..., H]; x [..., D]; output [..., H].
+  Params: `xh/kernel` [D, H] (W_xh transposed), `hh/kernel` [H, H], `xh/bias` [H].
+  """
+
+  features: int
+  activation: Any = jnp.tanh
+
+  @nn.compact
+  def __call__(self, h: Array, x: Array) -> tuple[Array, Array]:
+    pre = _dense(self.features, 'xh')(x) + _dense(self.features, 'hh', use_bias=False)(h)
+    h_new = self.activation(pre)
+    return h_new, h_new
+
+  def initial_carry(self, batch_shape: Sequence[int]) -> Array:
+    return jnp.zeros((*batch_shape, self.features), jnp.float32)
+
+
+class LSTMCell(nn.Module):
+  """Long short-term memory cell.
+
+    i_t = σ(W_i [x_t, h_{t-1}] + b_i)      f_t = σ(W_f [x_t, h_{t-1}] + b_f)
+    o_t = σ(W_o [x_t, h_{t-1}] + b_o)      c̃_t = tanh(W_c [x_t, h_{t-1}] + b_c)
+    c_t = f_t ∘ c_{t-1} + i_t ∘ c̃_t        h_t = o_t ∘ tanh(c_t)
+
+  The four gates come from one fused matmul (`gates/kernel` [D+H, 4H], gate order
+  i, f, c̃, o). The forget-gate bias starts at `forget_bias` (1.0) so early in
+  training the cell keeps its state rather than forgetting it by default.
+
+  Shapes: carry `(c, h)` each [..., H]; x [..., D]; output h [..., H].
+  """
+
+  features: int
+  forget_bias: float = 1.0
+
+  @nn.compact
+  def __call__(self, carry: tuple[Array, Array], x: Array) -> tuple[tuple[Array, Array], Array]:
+    c, h = carry
+    hidden = self.features
+
+    def bias_init(key, shape, dtype=jnp.float32):
+      del key
+      return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(self.forget_bias)
+
+    gates = _dense(4 * hidden, 'gates', bias_init=bias_init)(jnp.concatenate([x, h], axis=-1))
+    i, f, g, o = jnp.split(gates, 4, axis=-1)
+    c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+    h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
+    return (c_new, h_new), h_new
+
+  def initial_carry(self, batch_shape: Sequence[int]) -> tuple[Array, Array]:
+    zeros = jnp.zeros((*batch_shape, self.features), jnp.float32)
+    return zeros, zeros
+
+
+class GRUCell(nn.Module):
+  """Gated recurrent unit (Cho et al. 2014).
+
+    z_t = σ(W_z x_t + U_z h_{t-1} + b_z)     r_t = σ(W_r x_t + U_r h_{t-1} + b_r)
+    ĥ_t = tanh(W_h x_t + U_h (r_t ∘ h_{t-1}) + b_h)
+    h_t = (1 − z_t) ∘ h_{t-1} + z_t ∘ ĥ_t
+
+  Params: `x/kernel` [D, 3H] (order z, r, ĥ), `x/bias` [3H], `h_zr/kernel` [H, 2H],
+  `h_h/kernel` [H, H]. Shapes: carry h [..., H]; x [..., D]; output [..., H].
+  """
+
+  features: int
+
+  @nn.compact
+  def __call__(self, h: Array, x: Array) -> tuple[Array, Array]:
+    hidden = self.features
+    xz, xr, xh = jnp.split(_dense(3 * hidden, 'x')(x), 3, axis=-1)
+    hz, hr = jnp.split(_dense(2 * hidden, 'h_zr', use_bias=False)(h), 2, axis=-1)
+    z = jax.nn.sigmoid(xz + hz)
+    r = jax.nn.sigmoid(xr + hr)
+    candidate = jnp.tanh(xh + _dense(hidden, 'h_h', use_bias=False)(r * h))
+    h_new = (1.0 - z) * h + z * candidate
+    return h_new, h_new
+
+  def initial_carry(self, batch_shape: Sequence[int]) -> Array:
+    return jnp.zeros((*batch_shape, self.features), jnp.float32)
+
+
+CELLS = {'rnn': RNNCell, 'lstm': LSTMCell, 'gru': GRUCell}
+
+
+class RecurrentStack(nn.Module):
+  """Several cells of one kind stacked in depth, scanned over time with `nn.scan`.
+
+  Shapes: inputs [B, T, D] -> outputs [B, T, H] (the top layer's hidden states).
+  """
+
+  cell: str
+  features: int
+  num_layers: int = 1
+
+  @nn.compact
+  def __call__(self, inputs: Array) -> Array:
+    if self.cell not in CELLS:
+      raise ValueError(f'unknown cell {self.cell!r}; choose one of {sorted(CELLS)}')
+    batch = inputs.shape[:1]
+    x = inputs
+    for layer in range(self.num_layers):
+      scanned = nn.scan(
+          CELLS[self.cell],
+          variable_broadcast='params',
+          split_rngs={'params': False},
+          in_axes=1,
+          out_axes=1,
+      )(self.features, name=f'layer_{layer}')
+      carry = CELLS[self.cell](self.features, parent=None).initial_carry(batch)
+      _, x = scanned(carry, x)
+    return x
