@@ -1,0 +1,27 @@
+"""Sparse NTM (top-M reads and writes) on the copy task, at the classic NTM copy sizes.
+
+  python train.py --config=configs/sparse_ntm_copy.py --workdir=/tmp/sparse_ntm_copy
+  python eval.py --workdir=/tmp/sparse_ntm_copy
+"""
+
+from memflax.config_defaults import harness_config
+
+
+def get_config():
+  c = harness_config()
+  c.model.name = 'sparse_ntm'
+  c.model.controller_size = 100
+  c.model.memory_size = 128
+  c.model.memory_width = 20
+  c.model.num_read_heads = 1
+  c.model.num_write_heads = 1
+  c.model.shift_range = 1
+  c.model.frobenius_norm = False
+  c.model.memory_init = 'constant'
+  c.model.controller_clip = 20.0
+  c.model.top_m = 8              # slots each head reads/writes per step (≪ memory_size)
+  c.task.name = 'copy'
+  c.task.num_bits = 8
+  c.task.min_length = 1
+  c.task.max_length = 20
+  return c

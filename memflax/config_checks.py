@@ -1,0 +1,88 @@
+"""Validation of a run's config before anything is compiled or written.
+
+Every problem becomes one `ConfigError` whose message is a single line naming the
+field, so the entry points can print it and exit without a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from memflax import models, tasks
+
+OPTIMIZERS = ('adam', 'rmsprop')
+
+
+class ConfigError(ValueError):
+  """A config field has an unknown name or a value the run cannot use."""
+
+
+def _fields(cls) -> set[str]:
+  return {f.name for f in dataclasses.fields(cls)}
+
+
+def _require(ok: bool, message: str) -> None:
+  if not ok:
+    raise ConfigError(message)
+
+
+def _check_section(section, name: str, known: set[str], what: str) -> None:
+  unknown = sorted(set(section.keys()) - known - {'name'})
+  _require(not unknown, f'unknown {what} field(s) {unknown} for {what}.name={name!r}; '
+           f'known: {sorted(known)}')
+  for key, value in section.items():
+    # Sizes and counts: every int field named like one must be a positive int.
+    if key.endswith(('_size', '_width', '_heads', '_layers', '_length', '_bits', '_slots')) \
+        or key.startswith('num_'):
+      _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+               f'{what}.{key} must be a positive integer, got {value!r}')
+
+
+def validate(config, num_devices: int) -> None:
+  """Raises ConfigError on the first problem; returns None when the config is usable."""
+  _require(config.model.get('name') in models.available(),
+           f'model.name must be one of {models.available()}, got {config.model.get("name")!r}')
+  _require(config.task.get('name') in tasks.available(),
+           f'task.name must be one of {tasks.available()}, got {config.task.get("name")!r}')
+  model_cls = models.model_class(config.model.name)
+  _check_section(config.model, config.model.name, _fields(model_cls) - {'output_size',
+                                                                          'parent', 'name'},
+                 'model')
+  try:
+    task = tasks.build(config.task)
+  except TypeError as e:
+    raise ConfigError(f'task: {e}') from None
+  _check_section(config.task, config.task.name, _fields(type(task)), 'task')
+  if hasattr(task, 'min_length'):
+    _require(task.min_length <= task.max_length,
+             f'task.min_length ({task.min_length}) exceeds task.max_length ({task.max_length})')
+
+  for key in ('batch_size', 'num_train_steps', 'checkpoint_every_steps', 'eval_every_steps',
+              'log_every_steps', 'keep_checkpoints'):
+    value = config[key]
+    lowest = 0 if key == 'num_train_steps' else 1
+    _require(isinstance(value, int) and value >= lowest,
+             f'{key} must be an integer >= {lowest}, got {value!r}')
+  _require(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
+  _require(config.grad_clip_norm >= 0, f'grad_clip_norm must be >= 0, got {config.grad_clip_norm}')
+  _require(config.optimizer in OPTIMIZERS,
+           f'optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}')
+  _require(config.batch_size % num_devices == 0,
+           f'batch_size {config.batch_size} is not divisible by the device count {num_devices}')
+  _require(config.eval.num_sequences > 0 and config.eval.num_sequences % num_devices == 0,
+           f'eval.num_sequences {config.eval.num_sequences} must be a positive multiple of '
+           f'the device count {num_devices}')
+  _require(all(isinstance(n, int) and n > 0 for n in config.eval.lengths),
+           f'eval.lengths must be positive integers, got {tuple(config.eval.lengths)}')
+
+  # Tracing init abstractly (no compilation, no memory) surfaces value errors the
+  # model itself raises, e.g. an unknown memory_init, with the model's own message.
+  model = models.build(config.model, task.output_size)
+  probe = jax.ShapeDtypeStruct((1, 3, task.input_size), jnp.float32)
+  try:
+    jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), probe)
+  except (ValueError, TypeError) as e:
+    raise ConfigError(f'model: {str(e).splitlines()[0]}') from None

@@ -1,0 +1,104 @@
+"""Differentiable Neural Computer (Graves et al. 2016): an LSTM controller with a
+memory that allocates free slots and remembers the order of writes.
+
+Each step (Graves et al. 2016, Methods) the controller sees [x_t; r_{t−1}] and emits
+the interface vector ξ_t (memflax.nn.dnc.DNCInterface). The memory then
+  1. frees slots read last step and updates usage u_t, giving allocation a_t;
+  2. writes M_t = M_{t−1} ∘ (E − w^w eᵀ) + w^w vᵀ with w^w from a_t and a content
+     lookup in M_{t−1};
+  3. updates the temporal link matrix L_t and precedence p_t;
+  4. reads M_t with w^r mixing backward/content/forward weightings.
+The output is y_t = W_y h_t + W_r [r^1_t; …; r^R_t], one Dense on [h_t; r_t].
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from memflax.nn import dnc
+from memflax.nn import memory as mem
+from memflax.nn.recurrent import LSTMCell
+
+
+class DNCCell(nn.Module):
+  """One DNC step. carry = dict(controller, memory [B,N,W], reads [B,R,W],
+  read_w [B,R,N], write_w [B,N], usage [B,N], link [B,N,N], precedence [B,N]);
+  x [B,D] -> (carry, (out [B,C+R·W], traces))."""
+
+  controller_size: int
+  memory_size: int
+  memory_width: int
+  num_read_heads: int
+  controller_clip: float
+
+  @nn.compact
+  def __call__(self, carry, x):
+    batch = x.shape[0]
+    controller_in = jnp.concatenate([x, carry['reads'].reshape(batch, -1)], axis=-1)
+    controller, h = LSTMCell(self.controller_size, name='controller')(carry['controller'],
+                                                                      controller_in)
+    xi = dnc.DNCInterface(self.num_read_heads, self.memory_width, clip=self.controller_clip,
+                          name='interface')(h)
+    memory, prev_read_w = carry['memory'], carry['read_w']
+
+    psi = dnc.retention(xi['free_gates'], prev_read_w)
+    usage = dnc.usage(carry['usage'], carry['write_w'], psi)
+    write_content = mem.content_weighting(memory, xi['write_key'], xi['write_strength'])[:, 0]
+    write_w = dnc.write_weighting(dnc.allocation(usage), write_content, xi['alloc_gate'],
+                                  xi['write_gate'])
+    memory = mem.write(memory, write_w[:, None], xi['erase'], xi['write_vector'])
+
+    link = dnc.link(carry['link'], carry['precedence'], write_w)
+    precedence = dnc.precedence(carry['precedence'], write_w)
+
+    read_w = dnc.read_weighting(
+        dnc.backward_weighting(link, prev_read_w),
+        mem.content_weighting(memory, xi['read_keys'], xi['read_strengths']),
+        dnc.forward_weighting(link, prev_read_w),
+        xi['read_modes'])
+    reads = mem.read(memory, read_w)
+
+    new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
+                     write_w=write_w, usage=usage, link=link, precedence=precedence)
+    out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
+    return new_carry, (out, {'read_weights': read_w, 'write_weights': write_w[:, None]})
+
+
+class Model(nn.Module):
+  """inputs [B, T, D] -> (logits [B, T, output_size],
+  {'read_weights': [B,T,R,N], 'write_weights': [B,T,1,N]}).
+
+  Memory, usage, links, precedence and all weightings start at zero, as in the
+  paper; with an empty memory the first write goes by allocation to slot 0.
+  """
+
+  output_size: int
+  controller_size: int = 100
+  memory_size: int = 32
+  memory_width: int = 20
+  num_read_heads: int = 1
+  controller_clip: float = 20.0
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, train: bool = False):
+    del train  # no dropout in this model
+    batch, n, w, r = inputs.shape[0], self.memory_size, self.memory_width, self.num_read_heads
+    zeros = lambda *shape: jnp.zeros((batch, *shape), jnp.float32)
+    carry = dict(
+        controller=LSTMCell(self.controller_size, parent=None).initial_carry((batch,)),
+        memory=zeros(n, w),
+        reads=zeros(r, w),
+        read_w=zeros(r, n),
+        write_w=zeros(n),
+        usage=zeros(n),
+        link=zeros(n, n),
+        precedence=zeros(n),
+    )
+    scan = nn.scan(DNCCell, variable_broadcast='params', split_rngs={'params': False},
+                   in_axes=1, out_axes=1)
+    _, (features, traces) = scan(
+        controller_size=self.controller_size, memory_size=n, memory_width=w,
+        num_read_heads=r, controller_clip=self.controller_clip, name='cell')(carry, inputs)
+    return nn.Dense(self.output_size, name='readout')(features), traces

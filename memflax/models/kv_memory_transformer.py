@@ -1,0 +1,45 @@
+"""Memory-augmented Transformer (seed 003 §5): a causal Transformer whose output
+queries a learnable key-value memory.
+
+  h      = CausalEncoder(inputs)                       [B, T, d_model]
+  r_t    = Σ_i softmax_i(h_tᵀ k_i) v_i                 (seed 003 §4.2.1), [B, T, value_size]
+  logits = [h_t, r_t] W_fc + b_fc                      [B, T, output_size]
+
+The query is h_t itself, as in the seed, so the keys have width d_model. The
+memory holds slots learned across the whole training set (long-term knowledge),
+not anything written from the current sequence.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from memflax.models.transformer import CausalEncoder
+from memflax.nn.key_value import KeyValueMemory
+
+
+class Model(nn.Module):
+  """inputs [B, T, D] -> (logits [B, T, output_size], {'memory_weights': [B, T, N]})."""
+
+  output_size: int
+  d_model: int = 64
+  num_heads: int = 4
+  num_layers: int = 2
+  d_ff: int = 128
+  dropout_rate: float = 0.0
+  max_len: int = 512
+  positions: str = 'sinusoidal'
+  memory_slots: int = 128
+  value_size: int = 64
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, train: bool = False):
+    h = CausalEncoder(self.d_model, self.num_heads, self.num_layers, self.d_ff,
+                      self.dropout_rate, self.max_len, self.positions,
+                      name='encoder')(inputs, train=train)
+    r, weights = KeyValueMemory(self.memory_slots, self.value_size, name='memory')(
+        h, return_weights=True)
+    logits = nn.Dense(self.output_size, name='readout')(jnp.concatenate([h, r], axis=-1))
+    return logits, {'memory_weights': weights}

@@ -1,0 +1,237 @@
+"""Attention and Transformer blocks (Vaswani et al. 2017, "Attention Is All You Need").
+
+Pure functions for the equations plus flax.linen modules that own the weights.
+Shapes use B batch, T time (Tq queries, Tk keys), D model width, H heads,
+d_k/d_v per-head key/value width. Equations (seed 003 §4.1; Vaswani et al. §3):
+
+  attention   Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V
+  multi-head  MultiHead(Q, K, V) = Concat(head_1, ..., head_h) W^O,
+              head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)
+  FFN         FFN(x) = max(0, x W_1 + b_1) W_2 + b_2
+  positions   PE(pos, 2i) = sin(pos / 10000^(2i/D)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/D))
+
+Masks are boolean, True where a query may attend to a key, and broadcast against
+the attention logits [..., Tq, Tk]. The blocks are pre-LN (Xiong et al. 2020):
+x + Dropout(Sublayer(LayerNorm(x))), which trains without a learning-rate warm-up;
+a stack of them needs one final LayerNorm on its output.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+
+def causal_mask(length: int) -> Array:
+  """[T, T] bool, True on and below the diagonal: query t sees keys 0..t only."""
+  return jnp.tril(jnp.ones((length, length), jnp.bool_))
+
+
+def padding_mask(valid: Array) -> Array:
+  """Key padding mask. valid [..., Tk] bool (True = real step) -> [..., 1, Tk].
+
+  The inserted query axis lets it broadcast against logits [..., Tq, Tk] and
+  combine with `causal_mask` by `&`.
+  """
+  return valid[..., None, :].astype(jnp.bool_)
+
+
+def attention_weights(query: Array, key: Array, mask: Array | None = None) -> Array:
+  """`softmax(Q Kᵀ / √d_k)` over keys, with masked-out keys given weight exactly 0.
+
+  query [..., Tq, d_k], key [..., Tk, d_k], mask bool broadcastable to
+  [..., Tq, Tk] -> weights [..., Tq, Tk] in float32 (or wider, if the inputs are).
+  A query whose keys are all masked gets an all-zero row, so it reads nothing
+  rather than the uniform average a plain −∞ fill would give (or NaN).
+  """
+  # Softmax in at least float32: bf16 logits lose the small differences that
+  # decide the weights, and exp overflows sooner.
+  dtype = jnp.promote_types(jnp.result_type(query, key), jnp.float32)
+  logits = jnp.einsum('...qd,...kd->...qk', query, key,
+                      preferred_element_type=dtype) / np.sqrt(query.shape[-1]).astype(dtype)
+  if mask is None:
+    return jax.nn.softmax(logits, axis=-1)
+  mask = jnp.broadcast_to(mask, logits.shape)
+  # finfo.min instead of −∞ keeps fully masked rows finite (their max is then
+  # finfo.min too, so exp gives 1s, which the final `where` zeroes).
+  logits = jnp.where(mask, logits, jnp.finfo(dtype).min)
+  logits = logits - jax.lax.stop_gradient(jnp.max(logits, axis=-1, keepdims=True))
+  unnormalised = jnp.where(mask, jnp.exp(logits), 0.0)
+  total = jnp.sum(unnormalised, axis=-1, keepdims=True)
+  return unnormalised / jnp.where(total > 0, total, 1.0)
+
+
+def dot_product_attention(query: Array, key: Array, value: Array,
+                          mask: Array | None = None) -> tuple[Array, Array]:
+  """`Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V` (seed 003 §4.1.1).
+
+  query [..., Tq, d_k], key [..., Tk, d_k], value [..., Tk, d_v], mask bool
+  broadcastable to [..., Tq, Tk] -> (output [..., Tq, d_v] in value's dtype,
+  weights [..., Tq, Tk]).
+  """
+  weights = attention_weights(query, key, mask)
+  out = jnp.einsum('...qk,...kd->...qd', weights.astype(value.dtype), value)
+  return out, weights
+
+
+def sinusoidal_encoding(length: int, features: int, dtype=jnp.float32) -> Array:
+  """Fixed positional encoding table [T, D] (Vaswani et al. §3.5).
+
+  PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)).
+  Built in float64 NumPy at trace time, so it enters the graph as a constant.
+  """
+  pos = np.arange(length, dtype=np.float64)[:, None]
+  two_i = np.arange(0, features, 2, dtype=np.float64)[None, :]
+  angle = pos / np.power(10000.0, two_i / features)
+  table = np.zeros((length, features), np.float64)
+  table[:, 0::2] = np.sin(angle)
+  table[:, 1::2] = np.cos(angle[:, :features // 2])  # odd D has one more sin than cos column
+  return jnp.asarray(table, dtype)
+
+
+class LearnedPositionalEmbedding(nn.Module):
+  """Trained positional embedding table P [max_len, D]; `__call__(T)` returns P[:T] ([T, D])."""
+
+  max_len: int
+  features: int
+  embedding_init: nn.initializers.Initializer = nn.initializers.normal(stddev=0.02)
+
+  @nn.compact
+  def __call__(self, length: int) -> Array:
+    if length > self.max_len:
+      raise ValueError(f'sequence length {length} exceeds max_len {self.max_len}')
+    table = self.param('embedding', self.embedding_init, (self.max_len, self.features))
+    return table[:length]
+
+
+class MultiHeadAttention(nn.Module):
+  """`MultiHead(Q, K, V) = Concat(head_1..head_h) W^O`,
+  `head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V)` (seed 003 §4.1.2).
+
+  The h per-head projections are fused into one Dense each: `query/kernel`
+  [D_q, h·d_k] holds W_i^Q in columns i·d_k..(i+1)·d_k (likewise `key`, `value`
+  with [D_kv, h·d_k], [D_kv, h·d_v]); `out/kernel` is W^O [h·d_v, D_out].
+  No biases by default, as in the equation. d_k = d_v = head_dim, which
+  defaults to D_q / h so the cost matches one full-width head.
+
+  Shapes: inputs_q [B, Tq, D_q], inputs_kv [B, Tk, D_kv] (None: self-attention),
+  mask bool broadcastable to [B, Tq, Tk] (the head axis is added here)
+  -> [B, Tq, D_out], D_out = out_features or D_q. The weights [B, H, Tq, Tk]
+  are sown to the 'intermediates' collection as `attention_weights`.
+  """
+
+  num_heads: int
+  head_dim: int | None = None
+  out_features: int | None = None
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, inputs_q: Array, inputs_kv: Array | None = None,
+               mask: Array | None = None) -> Array:
+    if inputs_kv is None:
+      inputs_kv = inputs_q
+    features = inputs_q.shape[-1]
+    head_dim = self.head_dim
+    if head_dim is None:
+      if features % self.num_heads:
+        raise ValueError(f'width {features} is not divisible by num_heads {self.num_heads}; '
+                         'set head_dim explicitly')
+      head_dim = features // self.num_heads
+
+    def project(x, name):
+      y = nn.Dense(self.num_heads * head_dim, use_bias=self.use_bias, name=name)(x)
+      # [B, T, h·d] -> [B, h, T, d]: head i is columns i·d..(i+1)·d of the kernel.
+      return jnp.swapaxes(y.reshape(*y.shape[:-1], self.num_heads, head_dim), -2, -3)
+
+    q = project(inputs_q, 'query')
+    k = project(inputs_kv, 'key')
+    v = project(inputs_kv, 'value')
+    if mask is not None:
+      mask = jnp.expand_dims(mask, -3)
+    heads, weights = dot_product_attention(q, k, v, mask)
+    self.sow('intermediates', 'attention_weights', weights)
+    concat = jnp.swapaxes(heads, -2, -3).reshape(*heads.shape[:-3], heads.shape[-2], -1)
+    return nn.Dense(self.out_features or features, use_bias=self.use_bias, name='out')(concat)
+
+
+class FeedForward(nn.Module):
+  """Position-wise `FFN(x) = max(0, x W_1 + b_1) W_2 + b_2` (seed 003 §4.1.3).
+
+  Params: `hidden/kernel` W_1 [D, d_ff], `hidden/bias` b_1 [d_ff],
+  `output/kernel` W_2 [d_ff, D_out], `output/bias` b_2 [D_out].
+  Shapes: x [..., D] -> [..., D_out], D_out = out_features or D.
+  """
+
+  d_ff: int
+  out_features: int | None = None
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    h = jax.nn.relu(nn.Dense(self.d_ff, name='hidden')(x))
+    return nn.Dense(self.out_features or x.shape[-1], name='output')(h)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-LN Transformer encoder layer:
+
+    x ← x + Dropout(MultiHead(LN(x), LN(x), LN(x); mask))
+    x ← x + Dropout(FFN(LN(x)))
+
+  Pass `mask=causal_mask(T)` for a causal (decoder-only) stack.
+  Shapes: x [B, T, D], mask bool broadcastable to [B, T, T] -> [B, T, D].
+  Dropout draws from the 'dropout' rng when `train`.
+  """
+
+  num_heads: int
+  d_ff: int
+  dropout_rate: float = 0.0
+  head_dim: int | None = None
+
+  @nn.compact
+  def __call__(self, x: Array, mask: Array | None = None, train: bool = False) -> Array:
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+    h = nn.LayerNorm(name='attention_norm')(x)
+    h = MultiHeadAttention(self.num_heads, self.head_dim, name='attention')(h, mask=mask)
+    x = x + dropout(h)
+    h = FeedForward(self.d_ff, name='ffn')(nn.LayerNorm(name='ffn_norm')(x))
+    return x + dropout(h)
+
+
+class DecoderBlock(nn.Module):
+  """Pre-LN Transformer decoder layer: causal self-attention, cross-attention, FFN.
+
+    x ← x + Dropout(MultiHead(LN(x), LN(x), LN(x); causal ∧ self_mask))
+    x ← x + Dropout(MultiHead(LN(x), m, m; cross_mask))
+    x ← x + Dropout(FFN(LN(x)))
+
+  m is the encoder output (already normalised by the encoder stack's final LN).
+  Shapes: x [B, T, D], memory [B, S, D_m], self_mask bool broadcastable to
+  [B, T, T] (e.g. target padding), cross_mask broadcastable to [B, T, S]
+  (e.g. `padding_mask(source_valid)`) -> [B, T, D].
+  """
+
+  num_heads: int
+  d_ff: int
+  dropout_rate: float = 0.0
+  head_dim: int | None = None
+
+  @nn.compact
+  def __call__(self, x: Array, memory: Array, self_mask: Array | None = None,
+               cross_mask: Array | None = None, train: bool = False) -> Array:
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+    mask = causal_mask(x.shape[-2])
+    if self_mask is not None:
+      mask = mask & self_mask
+    h = nn.LayerNorm(name='self_attention_norm')(x)
+    h = MultiHeadAttention(self.num_heads, self.head_dim, name='self_attention')(h, mask=mask)
+    x = x + dropout(h)
+    h = nn.LayerNorm(name='cross_attention_norm')(x)
+    h = MultiHeadAttention(self.num_heads, self.head_dim, name='cross_attention')(
+        h, memory, mask=cross_mask)
+    x = x + dropout(h)
+    h = FeedForward(self.d_ff, name='ffn')(nn.LayerNorm(name='ffn_norm')(x))
+    return x + dropout(h)

@@ -1,0 +1,41 @@
+"""Train a memflax model: python train.py --config=configs/ntm_copy.py --workdir=DIR
+
+Rerunning the same command in the same workdir resumes from its newest good
+checkpoint. Override any field with --config.FIELD=VALUE (unknown fields are
+errors). Several hosts: pass --coordinator_address/--num_processes/--process_id
+to every process (CPU collectives use gloo).
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file('config', None, 'Path to a config file in configs/.',
+                                lock_config=True)
+flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
+flags.DEFINE_string('coordinator_address', None,
+                    'host:port of process 0 for a multi-process run (jax.distributed).')
+flags.DEFINE_integer('num_processes', 1, 'Processes in a multi-process run.')
+flags.DEFINE_integer('process_id', 0, 'This process\'s index in a multi-process run.')
+flags.mark_flags_as_required(['config', 'workdir'])
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  if len(argv) > 1:
+    sys.exit(f'error: unexpected arguments {argv[1:]}')
+  logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  # Imported here so a multi-process run can set up jax.distributed first.
+  from memflax import parallel
+  if FLAGS.coordinator_address:
+    parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
+                                    FLAGS.process_id)
+  from memflax.cli_errors import exit_on_user_error
+  from memflax.train import train_and_evaluate
+  with exit_on_user_error():
+    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+
+
+if __name__ == '__main__':
+  app.run(main)
