@@ -31,11 +31,13 @@ def main(argv):
   if FLAGS.coordinator_address:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
-  from memflax.cli_errors import exit_on_user_error
+  from memflax.cli_errors import exit_on_user_error, loaded_config
   from memflax.train import train_and_evaluate
+  config = loaded_config()
   with exit_on_user_error():
-    train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from memflax.cli_errors import parse_flags
+  app.run(main, flags_parser=parse_flags)

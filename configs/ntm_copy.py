@@ -2,12 +2,13 @@
 
   python train.py --config=configs/ntm_copy.py --workdir=/tmp/ntm_copy
   python eval.py --workdir=/tmp/ntm_copy
+  python train.py --config=configs/ntm_copy.py:tiny --workdir=/tmp/tiny   # seconds, for smoke tests
 """
 
-from memflax.config_defaults import harness_config
+from memflax.config_defaults import apply_variant, harness_config
 
 
-def get_config():
+def get_config(variant: str = ''):
   c = harness_config()
   c.model.name = 'ntm'
   c.model.controller_size = 100
@@ -23,4 +24,5 @@ def get_config():
   c.task.num_bits = 8
   c.task.min_length = 1
   c.task.max_length = 20
+  apply_variant(c, variant, tiny_model=dict(controller_size=32, memory_size=16, memory_width=8))
   return c

@@ -62,12 +62,19 @@ def check_compatible(workdir: str | Path, config_dict: dict) -> None:
   stored = stored_config(workdir)
   if stored is None:
     return
-  for section in ('model', 'task'):
+  # These fields decide the shapes and structure of params and optimizer state.
+  for section in ('model', 'task', 'optimizer'):
     if stored.get(section) != config_dict.get(section):
       raise IncompatibleCheckpointError(
           f'{workdir} holds a checkpoint of a different {section} '
           f'(stored {section}={stored.get(section)}, this run {section}='
           f'{config_dict.get(section)}); use another --workdir or the stored settings')
+
+
+def _is_structure_mismatch(error: Exception) -> bool:
+  text = str(error)
+  return 'tree structures do not match' in text or 'Requested shape' in text \
+      or 'shape mismatch' in text.lower()
 
 
 class Checkpointer:
@@ -108,6 +115,12 @@ class Checkpointer:
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
         return restored['state'], step
       except Exception as e:  # noqa: BLE001 -- any failure to read means "not usable"
+        if _is_structure_mismatch(e):
+          # Readable but for another state layout: the run is misconfigured, the
+          # checkpoint is fine. Leave it where it is.
+          raise IncompatibleCheckpointError(
+              f'checkpoint at step {step} in {self.workdir} does not match this run\'s model/'
+              f'optimizer state ({str(e).splitlines()[0][:160]}); use another --workdir') from None
         self._quarantine(step, e)
     return None
 

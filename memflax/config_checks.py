@@ -14,6 +14,7 @@ import jax.numpy as jnp
 from memflax import models, tasks
 
 OPTIMIZERS = ('adam', 'rmsprop')
+SCHEDULES = ('constant', 'cosine')
 
 
 class ConfigError(ValueError):
@@ -68,6 +69,14 @@ def validate(config, num_devices: int) -> None:
              f'{key} must be an integer >= {lowest}, got {value!r}')
   _require(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
   _require(config.grad_clip_norm >= 0, f'grad_clip_norm must be >= 0, got {config.grad_clip_norm}')
+  _require(config.grad_clip_value >= 0,
+           f'grad_clip_value must be >= 0, got {config.grad_clip_value}')
+  _require(config.lr_schedule in SCHEDULES,
+           f'lr_schedule must be one of {SCHEDULES}, got {config.lr_schedule!r}')
+  _require(isinstance(config.lr_warmup_steps, int) and config.lr_warmup_steps >= 0,
+           f'lr_warmup_steps must be an integer >= 0, got {config.lr_warmup_steps!r}')
+  _require(0 <= config.lr_final_fraction <= 1,
+           f'lr_final_fraction must be in [0, 1], got {config.lr_final_fraction}')
   _require(config.optimizer in OPTIMIZERS,
            f'optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}')
   _require(config.batch_size % num_devices == 0,

@@ -13,7 +13,11 @@ def harness_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 2_000
   c.learning_rate = 1e-3
   c.optimizer = 'adam'           # 'adam' | 'rmsprop'
+  c.lr_schedule = 'constant'     # 'constant' | 'cosine' (to learning_rate · lr_final_fraction)
+  c.lr_warmup_steps = 0
+  c.lr_final_fraction = 0.1
   c.grad_clip_norm = 50.0        # global-norm clip (Collier & Beel 2018); 0 disables
+  c.grad_clip_value = 0.0        # element-wise clip (pytorch-ntm uses 10); 0 disables
   c.log_every_steps = 50
   c.eval_every_steps = 250
   c.checkpoint_every_steps = 500
@@ -24,3 +28,18 @@ def harness_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.task = ml_collections.ConfigDict()
   return c
+
+
+def apply_variant(c: ml_collections.ConfigDict, variant: str, tiny_model: dict) -> None:
+  """`--config=configs/X.py:tiny` shrinks a run to seconds (smoke tests, CI).
+
+  tiny_model: the model fields that make the model small.
+  """
+  if variant == 'tiny':
+    c.model.update(tiny_model)
+    c.task.max_length = min(c.task.get('max_length', 5), 5)
+    c.update(batch_size=8, num_train_steps=100, log_every_steps=10, eval_every_steps=50,
+             checkpoint_every_steps=50)
+    c.eval.update(num_sequences=64, lengths=(5, 10))
+  elif variant:
+    raise ValueError(f'unknown config variant {variant!r}; use "tiny" or none')

@@ -28,7 +28,7 @@ from memflax.metric_writer import MetricWriter
 
 
 class NonFiniteError(RuntimeError):
-  """Loss or gradients became NaN/inf; the run stops and keeps its last good checkpoint."""
+  """Loss, gradients or parameters became NaN/inf; the run stops and keeps its last good checkpoint."""
 
 
 @flax.struct.dataclass
@@ -49,14 +49,33 @@ def config_to_dict(config) -> dict:
   return json.loads(config.to_json())
 
 
+def learning_rate_schedule(config) -> optax.Schedule:
+  """Linear warm-up to `learning_rate`, then constant or cosine decay to
+  `learning_rate · lr_final_fraction` at `num_train_steps`."""
+  peak, warmup = config.learning_rate, config.lr_warmup_steps
+  if config.lr_schedule == 'constant':
+    decay = optax.constant_schedule(peak)
+  else:
+    decay = optax.cosine_decay_schedule(peak, max(config.num_train_steps - warmup, 1),
+                                        alpha=config.lr_final_fraction)
+  if not warmup:
+    return decay
+  return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
+
+
 def make_optimizer(config) -> optax.GradientTransformation:
+  lr = learning_rate_schedule(config)
   if config.optimizer == 'adam':
-    opt = optax.adam(config.learning_rate)
+    opt = optax.adam(lr)
   else:  # rmsprop, with pytorch-ntm's momentum and decay
-    opt = optax.rmsprop(config.learning_rate, decay=0.95, momentum=0.9, centered=True)
-  if config.grad_clip_norm:
-    opt = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), opt)
-  return opt
+    opt = optax.rmsprop(lr, decay=0.95, momentum=0.9, centered=True)
+  # Disabled clips stay in the chain as identities so the optimizer state has the
+  # same structure whatever the clip settings: a resumed run may change them.
+  return optax.chain(
+      optax.clip(config.grad_clip_value) if config.grad_clip_value else optax.identity(),
+      optax.clip_by_global_norm(config.grad_clip_norm) if config.grad_clip_norm
+      else optax.identity(),
+      opt)
 
 
 class Trainer:
@@ -107,7 +126,10 @@ class Trainer:
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.global_norm(grads)
 
-    bad = state.nonfinite | ~(jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm))
+    finite_params = jax.tree.reduce(jnp.logical_and,
+                                    jax.tree.map(lambda p: jnp.isfinite(p).all(), params))
+    bad = state.nonfinite | ~(jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm)
+                              & finite_params)
     keep = functools.partial(jax.tree.map, lambda old, new: jnp.where(bad, old, new))
     new_state = state.replace(step=jnp.where(bad, state.step, state.step + 1),
                               params=keep(state.params, params),
@@ -179,7 +201,8 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
 
     compile_start = time.perf_counter()
     train_step = trainer.make_train_step().lower(state).compile()
-    eval_step = trainer.make_eval_step(config.eval.num_sequences, trainer.eval_key)
+    eval_step = trainer.make_eval_step(config.eval.num_sequences,
+                                       trainer.eval_key).lower(state.params).compile()
     writer.write(start, compile_s=time.perf_counter() - compile_start)
 
     total = config.num_train_steps
@@ -217,6 +240,6 @@ def _stop_if_nonfinite(host_metrics: dict, step: int, checkpointer: Checkpointer
   if host_metrics['nonfinite']:
     kept = checkpointer.latest_step()
     raise NonFiniteError(
-        f'non-finite loss or gradients by step {step} (loss={float(host_metrics["loss"])}, '
+        f'non-finite loss, gradients or parameters by step {step} (loss={float(host_metrics["loss"])}, '
         f'grad_norm={float(host_metrics["grad_norm"])}); stopped, last good checkpoint: '
         f'{"none" if kept is None else f"step {kept}"}')

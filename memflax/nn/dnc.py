@@ -110,11 +110,13 @@ def read_weighting(backward: Array, content: Array, forward: Array, read_modes: 
   FORWARD; rows on the simplex) -> [B,R,N].
   """
   pi = read_modes[..., None]
-  return pi[..., BACKWARD, :] * backward + pi[..., CONTENT, :] * content + pi[..., FORWARD, :] * forward
+  return (pi[..., BACKWARD, :] * backward + pi[..., CONTENT, :] * content
+          + pi[..., FORWARD, :] * forward)
 
 
 def oneplus(x: Array) -> Array:
-  """`1 + log(1 + eˣ)`: strengths in [1, ∞) so content lookups are never flatter than softmax."""
+  """`1 + log(1 + eˣ)`: strengths in [1, ∞), so a content lookup is at least as sharp as a
+  plain softmax over the cosine similarities."""
   return 1.0 + jax.nn.softplus(x)
 
 

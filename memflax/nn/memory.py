@@ -23,6 +23,8 @@ import jax.numpy as jnp
 Array = jax.Array
 
 _EPS = 1e-8
+# Far below the squared norm of a row of the 1e-6 constant initial memory (2e-11).
+_NORM_EPS = 1e-16
 
 
 def cosine_similarity(keys: Array, memory: Array) -> Array:
@@ -31,9 +33,11 @@ def cosine_similarity(keys: Array, memory: Array) -> Array:
   keys [B, H, W], memory [B, N, W] -> [B, H, N].
   """
   dots = jnp.einsum('bhw,bnw->bhn', keys, memory)
-  key_norm = jnp.linalg.norm(keys, axis=-1)[..., :, None]
-  mem_norm = jnp.linalg.norm(memory, axis=-1)[..., None, :]
-  return dots / (key_norm * mem_norm + _EPS)
+  # sqrt(Σx² + ε) rather than ‖x‖: the norm's gradient is NaN at an all-zero row,
+  # which a full erase (σ(20) == 1 in float32) with a zero add can produce.
+  key_norm = jnp.sqrt(jnp.sum(jnp.square(keys), axis=-1) + _NORM_EPS)[..., :, None]
+  mem_norm = jnp.sqrt(jnp.sum(jnp.square(memory), axis=-1) + _NORM_EPS)[..., None, :]
+  return dots / (key_norm * mem_norm)
 
 
 def content_weighting(memory: Array, keys: Array, beta: Array) -> Array:
@@ -126,7 +130,7 @@ class NTMHeads(nn.Module):
     if self.writes:
       sizes.update(erase=self.width, add=self.width)
     total = sum(sizes.values())
-    raw = nn.Dense(self.num_heads * total, name='params')(h)
+    raw = nn.Dense(self.num_heads * total, name='proj')(h)
     raw = jnp.clip(raw, -self.clip, self.clip).reshape(*h.shape[:-1], self.num_heads, total)
     parts, start = {}, 0
     for name, size in sizes.items():

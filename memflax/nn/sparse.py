@@ -9,6 +9,10 @@ selected scores only, gradients reach s_ij just for j ∈ S_i (the selection its
 is piecewise constant and has no gradient, as in Rae et al. 2016, "Scaling
 Memory-Augmented Neural Networks with Sparse Reads and Writes").
 
+`sparse_dot_product_attention` takes and returns what
+memflax.nn.attention.dot_product_attention does (masks True = attend; a query with
+every key masked gets all-zero weights), so it can replace it in a multi-head layer.
+
 Sparse weightings travel as (indices [..., M], weights [..., M]) pairs; `densify`
 turns one into the dense [..., N] form with exact zeros off the support. NTM reads
 and writes gather/scatter only the M selected memory rows, so every other row of
@@ -18,10 +22,9 @@ memory is passed through bit-for-bit. Shapes use B batch, H heads, N memory slot
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from memflax.nn import memory as mem
 
@@ -33,7 +36,8 @@ def _selected_softmax(values: Array) -> Array:
 
   values [..., M] -> [..., M] in values.dtype; a row with no allowed entry is all zeros.
   """
-  x = values.astype(jnp.float32)  # normalise in f32 so bf16 scores still sum to 1
+  # Normalise in at least f32 so bf16 scores still sum to 1.
+  x = values.astype(jnp.promote_types(values.dtype, jnp.float32))
   valid = x > -jnp.inf
   # top_k sorts descending, so entry 0 is the row maximum.
   x_max = jax.lax.stop_gradient(jnp.where(valid[..., :1], x[..., :1], 0.0))
@@ -94,22 +98,46 @@ def top_m_renormalize(w: Array, m: int) -> tuple[Array, Array]:
   return indices, values / jnp.where(total > 0, total, 1.0)
 
 
+def _top_m_attention(query: Array, key: Array, value: Array, m: int,
+                     mask: Array | None) -> tuple[Array, Array, Array]:
+  """-> (output [..., Tq, dv], indices [..., Tq, M], weights [..., Tq, M])."""
+  # Logits and weights in at least float32, as memflax.nn.attention does: bf16
+  # logits lose the small differences that decide both the top-M set and α.
+  dtype = jnp.promote_types(jnp.result_type(query, key), jnp.float32)
+  logits = jnp.einsum('...qd,...kd->...qk', query, key,
+                      preferred_element_type=dtype) / np.sqrt(query.shape[-1]).astype(dtype)
+  indices, weights = top_m(logits, m, mask)
+  picked = jnp.take_along_axis(value[..., None, :, :], indices[..., None], axis=-2)
+  out = jnp.einsum('...qm,...qmd->...qd', weights.astype(value.dtype), picked)
+  return out, indices, weights
+
+
 def sparse_attention(q: Array, k: Array, v: Array, m: int, mask: Array | None = None) -> Array:
   """Scaled dot-product attention restricted to each query's top-M keys.
 
-  y_i = Σ_{j∈S_i} α_ij v_j with α = top-M softmax of s_ij = q_i·k_j / √d, a drop-in
-  for softmax(QKᵀ/√d)V: use `functools.partial(sparse_attention, m=M)` wherever an
-  `attention(q, k, v, mask=None)` function is expected. Leading axes are free, so
-  [B, Tq, d] and multi-head [B, H, Tq, d] both work.
+  y_i = Σ_{j∈S_i} α_ij v_j with α = top-M softmax of s_ij = q_i·k_j / √d. Leading
+  axes are free, so [B, Tq, d] and multi-head [B, H, Tq, d] both work.
 
   q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv], mask (bool, True = attend)
-  broadcastable to [..., Tq, Tk] -> [..., Tq, dv]. Only the M selected value rows
-  are gathered per query, so the weighted sum costs Tq·M·dv instead of Tq·Tk·dv.
+  broadcastable to [..., Tq, Tk] -> [..., Tq, dv] in v's dtype. Only the M
+  selected value rows are gathered per query, so the weighted sum costs Tq·M·dv
+  instead of Tq·Tk·dv. With m ≥ Tk this is softmax(QKᵀ/√d)V.
   """
-  scores = jnp.einsum('...qd,...kd->...qk', q, k) / math.sqrt(q.shape[-1])
-  indices, weights = top_m(scores, m, mask)
-  picked = jnp.take_along_axis(v[..., None, :, :], indices[..., None], axis=-2)
-  return jnp.einsum('...qm,...qmd->...qd', weights, picked)
+  return _top_m_attention(q, k, v, m, mask)[0]
+
+
+def sparse_dot_product_attention(query: Array, key: Array, value: Array,
+                                 mask: Array | None = None, *, m: int) -> tuple[Array, Array]:
+  """Drop-in for memflax.nn.attention.dot_product_attention with top-M attention.
+
+  Same arguments and returns, so `functools.partial(sparse_dot_product_attention,
+  m=M)` can stand wherever that function is called: query [..., Tq, d_k], key
+  [..., Tk, d_k], value [..., Tk, d_v], mask bool broadcastable to [..., Tq, Tk]
+  -> (output [..., Tq, d_v] in value's dtype, weights [..., Tq, Tk] with at most
+  M nonzeros per query; all zero for a query whose keys are all masked).
+  """
+  out, indices, weights = _top_m_attention(query, key, value, m, mask)
+  return out, densify(indices, weights, key.shape[-2])
 
 
 def sparse_content_weighting(memory: Array, keys: Array, beta: Array,

@@ -1,0 +1,42 @@
+"""Helpers shared by tests that drive the command-line entry points in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(devices: int | None = None) -> dict:
+  env = dict(os.environ)
+  env.pop('XLA_FLAGS', None)
+  if devices:
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
+  env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
+  return env
+
+
+def run_cli(script: str, *args: str, devices: int | None = None,
+            timeout: float = 900) -> subprocess.CompletedProcess:
+  """Runs `python <script> args...` from the repo root; returns the finished process."""
+  return subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO,
+                        env=cli_env(devices), capture_output=True, text=True, timeout=timeout)
+
+
+def read_metrics(workdir: Path) -> list[dict]:
+  return [json.loads(line) for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+  return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def tiny_ntm_args():
+  return ['--config=configs/ntm_copy.py:tiny']

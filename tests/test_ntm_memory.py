@@ -1,0 +1,126 @@
+"""NTM addressing, read and write against an element-by-element numpy reference."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.test_util import check_grads
+
+from memflax.nn import memory as mem
+from numpy_reference import ntm_address, ntm_write, softmax
+
+RNG = np.random.default_rng(42)
+B, H, N, W, S = 2, 3, 10, 6, 3
+
+
+def _random_head_params():
+  f32 = lambda *s: RNG.normal(size=s).astype(np.float32)
+  return dict(
+      memory=f32(B, N, W), w_prev=softmax(f32(B, H, N)).astype(np.float32), keys=f32(B, H, W),
+      beta=np.abs(f32(B, H)) * 3, gate=RNG.uniform(size=(B, H)).astype(np.float32),
+      shift=softmax(f32(B, H, S)).astype(np.float32),
+      gamma=(1 + np.abs(f32(B, H))).astype(np.float32))
+
+
+def test_address_matches_reference():
+  p = _random_head_params()
+  w = mem.address(p['memory'], p['w_prev'], p['keys'], p['beta'], p['gate'], p['shift'],
+                  p['gamma'])
+  for b in range(B):
+    for h in range(H):
+      ref = ntm_address(p['memory'][b], p['w_prev'][b, h], p['keys'][b, h], p['beta'][b, h],
+                        p['gate'][b, h], p['shift'][b, h], p['gamma'][b, h])
+      np.testing.assert_allclose(w[b, h], ref, rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(w.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_shift_moves_focus_forward_and_wraps():
+  w = jax.nn.one_hot(jnp.array([[N - 1]]), N)          # focus on the last slot
+  forward = jnp.array([[[0.0, 0.0, 1.0]]])             # all mass on offset +1
+  np.testing.assert_array_equal(mem.circular_shift(w, forward), jax.nn.one_hot([[0]], N))
+
+
+def test_sharpen_survives_large_gamma():
+  w = jnp.full((1, 1, 128), 1 / 128)
+  out = mem.sharpen(w.at[0, 0, 3].set(2 / 128), jnp.array([[21.0]]))
+  assert np.isfinite(out).all() and abs(float(out.sum()) - 1) < 1e-6
+  assert int(out.argmax()) == 3
+
+
+def test_read_is_weighted_sum_of_rows():
+  p = _random_head_params()
+  r = mem.read(p['memory'], p['w_prev'])
+  ref = np.einsum('bhn,bnw->bhw', p['w_prev'], p['memory'])
+  np.testing.assert_allclose(r, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_single_head_write_is_erase_then_add():
+  p = _random_head_params()
+  erase = RNG.uniform(size=(B, 1, W)).astype(np.float32)
+  add = RNG.normal(size=(B, 1, W)).astype(np.float32)
+  out = mem.write(p['memory'], p['w_prev'][:, :1], erase, add)
+  for b in range(B):
+    ref = ntm_write(p['memory'][b], p['w_prev'][b, 0], erase[b, 0], add[b, 0])
+    np.testing.assert_allclose(out[b], ref, rtol=1e-5, atol=1e-6)
+
+
+def test_multi_head_write_multiplies_erasures_and_sums_adds():
+  p = _random_head_params()
+  erase = RNG.uniform(size=(B, H, W)).astype(np.float32)
+  add = RNG.normal(size=(B, H, W)).astype(np.float32)
+  out = mem.write(p['memory'], p['w_prev'], erase, add)
+  for b in range(B):
+    keep = np.ones((N, W))
+    added = np.zeros((N, W))
+    for h in range(H):
+      keep *= 1 - np.outer(p['w_prev'][b, h], erase[b, h])
+      added += np.outer(p['w_prev'][b, h], add[b, h])
+    np.testing.assert_allclose(out[b], p['memory'][b] * keep + added, rtol=1e-5, atol=1e-6)
+
+
+def test_frobenius_normalisation():
+  m = RNG.normal(size=(B, N, W)).astype(np.float32) * 5
+  out = mem.frobenius_normalize(m)
+  for b in range(B):
+    np.testing.assert_allclose(out[b], m[b] / np.linalg.norm(m[b], 'fro'), rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(out[b], 'fro'), 1.0, rtol=1e-5)
+
+
+def test_addressing_gradients_match_finite_differences():
+  p = _random_head_params()
+
+  def f(memory, keys, beta, gate, shift_logits, gamma):
+    return mem.address(memory, p['w_prev'], keys, beta, gate, jax.nn.softmax(shift_logits),
+                       gamma)
+
+  args = (p['memory'], p['keys'], p['beta'], p['gate'], np.log(p['shift']), p['gamma'])
+  check_grads(f, args, order=1, modes=['rev'], eps=1e-3, atol=2e-2, rtol=2e-2)
+
+
+def test_write_gradients_match_finite_differences():
+  p = _random_head_params()
+  erase = RNG.uniform(size=(B, H, W)).astype(np.float32)
+  add = RNG.normal(size=(B, H, W)).astype(np.float32)
+  check_grads(lambda m, w, e, a: mem.frobenius_normalize(mem.write(m, w, e, a)),
+              (p['memory'], p['w_prev'], erase, add), order=1, modes=['rev'], eps=1e-3,
+              atol=2e-2, rtol=2e-2)
+
+
+def test_heads_respect_ranges():
+  heads = mem.NTMHeads(num_heads=2, width=W, writes=True)
+  h = jnp.asarray(RNG.normal(size=(B, 16)).astype(np.float32)) * 100
+  params = heads.init(jax.random.PRNGKey(0), h)
+  out = heads.apply(params, h)
+  assert out['keys'].shape == (B, 2, W) and out['shift'].shape == (B, 2, 3)
+  assert (out['beta'] >= 0).all() and (out['gamma'] >= 1).all()
+  assert ((out['gate'] >= 0) & (out['gate'] <= 1)).all()
+  assert ((out['erase'] >= 0) & (out['erase'] <= 1)).all() and (abs(out['add']) <= 1).all()
+  np.testing.assert_allclose(out['shift'].sum(-1), 1.0, rtol=1e-6)
+  assert (abs(out['keys']) <= 20).all()  # controller outputs clipped to ±20
+
+
+def test_zero_memory_row_has_finite_gradients():
+  memory = jnp.zeros((1, 4, 3)).at[0, 1].set(1.0)   # rows 0, 2, 3 exactly zero
+  keys = jnp.ones((1, 1, 3))
+  grads = jax.grad(lambda m, k: mem.content_weighting(m, k, jnp.ones((1, 1)))[0, 0, 1],
+                   argnums=(0, 1))(memory, keys)
+  assert all(np.isfinite(g).all() for g in grads)
