@@ -3,16 +3,22 @@
   python train.py --config=configs/transformer_copy.py --workdir=/tmp/transformer_copy
   python eval.py --workdir=/tmp/transformer_copy
 
+Smoke test in seconds (a tiny model, length ≤ 5, 100 steps):
+
+  python train.py --config=configs/transformer_copy.py:tiny --workdir=/tmp/tiny
+
 Sinusoidal positions, so lengths up to max_len can be evaluated; copying needs
 an offset of L+1 steps, which relative-position structure in sin/cos supports.
 """
 
-from memflax.config_defaults import harness_config
+from memflax.config_defaults import apply_variant, harness_config
 
 
-def get_config():
+def get_config(variant: str = ''):
   c = harness_config()
-  c.learning_rate = 1e-3
+  # Pre-LN trains without warm-up; on seed 0, 3e-3 gave 0 bit errors/seq by step 2000,
+  # 1e-3 still ~3 (both with the harness's clip at 50).
+  c.learning_rate = 3e-3
   c.batch_size = 32
   c.model.name = 'transformer'
   c.model.d_model = 64
@@ -26,4 +32,5 @@ def get_config():
   c.task.num_bits = 8
   c.task.min_length = 1
   c.task.max_length = 20
+  apply_variant(c, variant, tiny_model=dict(d_model=16, num_heads=2, num_layers=1, d_ff=32))
   return c
