@@ -18,8 +18,10 @@ from memflax.models.dnc import Model
 from memflax.nn import dnc
 from short_training import train_copy
 
-B, R, N, W = 3, 2, 7, 5
+B, R, N = 3, 2, 7  # batch, read heads, slots for the function tests
 TOL = dict(rtol=1e-5, atol=1e-6)
+# The small model every model test uses (copy task: 9 input channels, 8 output bits).
+SMALL = dict(output_size=8, controller_size=64, memory_size=16, memory_width=8)
 
 
 def _dnc_copy_config():
@@ -29,7 +31,6 @@ def _dnc_copy_config():
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config()
-TOL = dict(rtol=1e-5, atol=1e-6)
 
 
 def _rng(seed=0):
@@ -213,7 +214,8 @@ def test_allocation_is_sub_stochastic_and_prefers_least_used():
   np.testing.assert_array_equal(jnp.argmax(a, -1), jnp.argmin(u, -1))
   # A fully used memory has nothing to allocate; an empty one allocates slot 0 only.
   np.testing.assert_array_equal(dnc.allocation(jnp.ones((1, N))), jnp.zeros((1, N)))
-  np.testing.assert_array_equal(dnc.allocation(jnp.zeros((1, N))), jax.nn.one_hot(jnp.array([0]), N))
+  np.testing.assert_array_equal(dnc.allocation(jnp.zeros((1, N))),
+                                jax.nn.one_hot(jnp.array([0]), N))
 
 
 def test_freeing_read_slots_drops_usage():
@@ -247,10 +249,15 @@ def test_interface_ranges():
                     'write_strength': (B, 1), 'erase': (B, 1, w), 'write_vector': (B, 1, w),
                     'free_gates': (B, r), 'alloc_gate': (B,), 'write_gate': (B,),
                     'read_modes': (B, r, 3)}
-  assert np.all(np.asarray(xi['read_strengths']) >= 1) and np.all(np.asarray(xi['write_strength']) >= 1)
+  for strength in ('read_strengths', 'write_strength'):
+    assert np.all(np.asarray(xi[strength]) >= 1), strength
   for gate in ('erase', 'free_gates', 'alloc_gate', 'write_gate'):
     assert np.all((np.asarray(xi[gate]) >= 0) & (np.asarray(xi[gate]) <= 1)), gate
   np.testing.assert_allclose(jnp.sum(xi['read_modes'], -1), 1.0, rtol=1e-6)
+  # Huge controller states are clipped before the nonlinearities: strengths stay ≤ oneplus(20).
+  xi = module.apply(params, h * 1e6)
+  assert np.all(np.asarray(xi['read_strengths']) <= float(dnc.oneplus(20.0)) + 1e-4)
+  assert all(np.all(np.isfinite(np.asarray(v))) for v in xi.values())
 
 
 # --- gradients ---
@@ -271,19 +278,20 @@ def test_allocation_gradients_away_from_ties():
 
 
 # --- model ---
-
-SMALL = dict(output_size=8, controller_size=64, memory_size=16, memory_width=8)
-
-
-def _init(model, inputs):
-  return model.init(jax.random.PRNGKey(0), inputs)
+# Compiles dominate these tests' runtime, so they share one jitted init of the small model.
 
 
-def test_model_shapes_and_weightings():
+@pytest.fixture(scope='module')
+def small():
+  """(model, variables, logits, traces) of a two-read-head small model on random bits."""
   model = Model(num_read_heads=2, **SMALL)
   x = jax.random.bernoulli(jax.random.PRNGKey(1), 0.5, (3, 6, 9)).astype(jnp.float32)
-  variables = _init(model, x)
-  logits, traces = model.apply(variables, x)
+  (logits, traces), variables = jax.jit(model.init_with_output)(jax.random.PRNGKey(0), x)
+  return model, variables, logits, traces
+
+
+def test_model_shapes_and_weightings(small):
+  _, _, logits, traces = small
   assert logits.shape == (3, 6, 8)
   assert traces['read_weights'].shape == (3, 6, 2, 16)
   assert traces['write_weights'].shape == (3, 6, 1, 16)
@@ -291,41 +299,43 @@ def test_model_shapes_and_weightings():
   for name in ('read_weights', 'write_weights'):
     wts = np.asarray(traces[name])
     assert np.all(wts >= -1e-7) and np.all(wts.sum(-1) <= 1 + 1e-5), name
+  assert np.any(np.asarray(traces['write_weights']) > 0.01)  # it does write somewhere
 
 
-def test_model_matches_registry_and_bf16_runs_finite():
+def test_config_builds_model_and_bf16_inputs_run_finite(small):
   config = _dnc_copy_config().model
-  config.update(controller_size=64, memory_size=16, memory_width=8)
+  assert config.name == 'dnc'
+  config.update(controller_size=64, memory_size=16, memory_width=8, num_read_heads=2)
   model = build(config, output_size=8)
-  assert isinstance(model, Model) and model.controller_clip == 20.0
+  assert isinstance(model, Model)
+  fields = ('output_size', 'controller_size', 'memory_size', 'memory_width', 'num_read_heads',
+            'controller_clip')
+  assert {f: getattr(model, f) for f in fields} == {f: getattr(small[0], f) for f in fields}
   x = jax.random.bernoulli(jax.random.PRNGKey(2), 0.5, (2, 7, 9)).astype(jnp.bfloat16)
-  logits, traces = model.apply(_init(model, x), x)
+  logits, traces = jax.jit(model.apply)(small[1], x)
   assert logits.shape == (2, 7, 8)
   assert np.all(np.isfinite(np.asarray(logits, np.float32)))
   assert all(np.all(np.isfinite(np.asarray(v, np.float32))) for v in traces.values())
 
 
-def test_parameter_count_pinned():
-  model = Model(**SMALL)
-  variables = _init(model, jnp.zeros((1, 3, 9)))
-  count = sum(p.size for p in jax.tree.leaves(variables['params']))
-  d, c, n_out, r, w = 9, 64, 8, 1, 8
+def test_parameter_count_pinned(small):
+  count = sum(p.size for p in jax.tree.leaves(small[1]['params']))
+  d, c, n_out, r, w = 9, 64, 8, 2, 8
   lstm = (d + r * w + c) * 4 * c + 4 * c
   interface = (c + 1) * (r * w + 3 * w + 5 * r + 3)
   readout = (c + r * w + 1) * n_out
-  assert count == lstm + interface + readout == 24176
+  assert count == lstm + interface + readout == 27133
 
 
-def test_jit_does_not_retrace():
-  model = Model(**SMALL)
-  x = jnp.zeros((2, 5, 9))
-  variables = _init(model, x)
+def test_jit_does_not_retrace(small):
+  model, variables = small[:2]
 
   @jax.jit
   @chex.assert_max_traces(n=1)
   def forward(variables, x):
     return model.apply(variables, x)[0]
 
+  x = jnp.zeros((2, 5, 9))
   forward(variables, x)
   forward(variables, x + 1.0)  # same shapes, new values: must hit the cache
 
@@ -333,4 +343,5 @@ def test_jit_does_not_retrace():
 def test_short_training_cuts_loss():
   first, last = train_copy(Model(**SMALL), steps=300)
   assert np.isfinite(last)
-  assert last < 0.8 * first, (first, last)
+  # Seeds 0-3 reach 0.55-0.58 × the first loss, so 0.7 leaves room for platform noise.
+  assert last < 0.7 * first, (first, last)
