@@ -77,6 +77,7 @@ def validate(config, num_devices: int) -> None:
            f'lr_warmup_steps must be an integer >= 0, got {config.lr_warmup_steps!r}')
   _require(0 <= config.lr_final_fraction <= 1,
            f'lr_final_fraction must be in [0, 1], got {config.lr_final_fraction}')
+  _require(0 < config.adam_b2 < 1, f'adam_b2 must be in (0, 1), got {config.adam_b2}')
   _require(config.optimizer in OPTIMIZERS,
            f'optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}')
   _require(config.batch_size % num_devices == 0,

@@ -66,7 +66,7 @@ def learning_rate_schedule(config) -> optax.Schedule:
 def make_optimizer(config) -> optax.GradientTransformation:
   lr = learning_rate_schedule(config)
   if config.optimizer == 'adam':
-    opt = optax.adam(lr)
+    opt = optax.adam(lr, b2=config.adam_b2)
   else:  # rmsprop, with pytorch-ntm's momentum and decay
     opt = optax.rmsprop(lr, decay=0.95, momentum=0.9, centered=True)
   # Disabled clips stay in the chain as identities so the optimizer state has the
@@ -124,7 +124,7 @@ class Trainer:
     metrics = jax.lax.pmean(metrics, parallel.DATA_AXIS)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
 
     finite_params = jax.tree.reduce(jnp.logical_and,
                                     jax.tree.map(lambda p: jnp.isfinite(p).all(), params))
@@ -134,7 +134,7 @@ class Trainer:
     new_state = state.replace(step=jnp.where(bad, state.step, state.step + 1),
                               params=keep(state.params, params),
                               opt_state=keep(state.opt_state, opt_state), nonfinite=bad)
-    metrics.update(grad_norm=grad_norm, param_norm=optax.global_norm(new_state.params),
+    metrics.update(grad_norm=grad_norm, param_norm=optax.tree.norm(new_state.params),
                    nonfinite=bad)
     return new_state, metrics
 
@@ -194,6 +194,10 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
   try:
     restored = checkpointer.restore_newest(trainer.abstract_state())
     state, start = restored if restored else (trainer.init_state(), 0)
+    # With several CPU devices in one process the first collective step has hung
+    # (7 of 8 devices at the all-reduce) when launched while the state was still
+    # being produced; starting from materialised buffers avoids that.
+    state = jax.block_until_ready(state)
     if is_main:
       where = f'resumed from step {start}' if restored else 'from scratch'
       print(f'memflax: {config.model.name} on {config.task.name}, {jax.device_count()} '
