@@ -4,10 +4,10 @@
   python eval.py --workdir=/tmp/sparse_ntm_copy
 """
 
-from memflax.config_defaults import harness_config
+from memflax.config_defaults import apply_variant, harness_config, use_fast_memory_training
 
 
-def get_config():
+def get_config(variant: str = ''):
   c = harness_config()
   c.model.name = 'sparse_ntm'
   c.model.controller_size = 100
@@ -20,8 +20,11 @@ def get_config():
   c.model.memory_init = 'constant'
   c.model.controller_clip = 20.0
   c.model.top_m = 8              # slots each head reads/writes per step (≪ memory_size)
+  use_fast_memory_training(c)
   c.task.name = 'copy'
   c.task.num_bits = 8
   c.task.min_length = 1
   c.task.max_length = 20
+  apply_variant(c, variant, tiny_model=dict(controller_size=32, memory_size=16, memory_width=8,
+                                            top_m=4))
   return c
