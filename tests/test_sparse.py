@@ -313,3 +313,22 @@ def test_jit_does_not_retrace():
   for seed in (90, 91):
     attend(*(jnp.asarray(_normal(seed + i, (2, 5 if i == 0 else 7, 4))) for i in range(3)), mask)
     step(*_ntm_inputs(seed))
+
+
+def test_multi_head_attention_takes_sparse_attention():
+  """MultiHeadAttention with top-M attention: M = T equals dense, M < T keeps M keys a query."""
+  import functools
+
+  from memflax.nn.attention import MultiHeadAttention
+  from memflax.nn.sparse import sparse_dot_product_attention
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 6, 8)), jnp.float32)
+  dense = MultiHeadAttention(num_heads=2)
+  params = dense.init(jax.random.PRNGKey(0), x)
+  full = MultiHeadAttention(num_heads=2, attention_fn=functools.partial(
+      sparse_dot_product_attention, m=6))
+  np.testing.assert_allclose(full.apply(params, x), dense.apply(params, x), atol=1e-6)
+  top2 = MultiHeadAttention(num_heads=2, attention_fn=functools.partial(
+      sparse_dot_product_attention, m=2))
+  _, state = top2.apply(params, x, mutable=['intermediates'])
+  weights = state['intermediates']['attention_weights'][0]
+  np.testing.assert_array_equal((weights > 0).sum(-1), 2)

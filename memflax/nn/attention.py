@@ -18,6 +18,8 @@ a stack of them needs one final LayerNorm on its output.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -122,12 +124,17 @@ class MultiHeadAttention(nn.Module):
   mask bool broadcastable to [B, Tq, Tk] (the head axis is added here)
   -> [B, Tq, D_out], D_out = out_features or D_q. The weights [B, H, Tq, Tk]
   are sown to the 'intermediates' collection as `attention_weights`.
+
+  `attention_fn` computes the per-head attention; pass
+  `functools.partial(memflax.nn.sparse.sparse_dot_product_attention, m=M)` for
+  top-M sparse attention.
   """
 
   num_heads: int
   head_dim: int | None = None
   out_features: int | None = None
   use_bias: bool = False
+  attention_fn: Callable | None = None
 
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array | None = None,
@@ -152,7 +159,7 @@ class MultiHeadAttention(nn.Module):
     v = project(inputs_kv, 'value')
     if mask is not None:
       mask = jnp.expand_dims(mask, -3)
-    heads, weights = dot_product_attention(q, k, v, mask)
+    heads, weights = (self.attention_fn or dot_product_attention)(q, k, v, mask)
     self.sow('intermediates', 'attention_weights', weights)
     concat = jnp.swapaxes(heads, -2, -3).reshape(*heads.shape[:-3], heads.shape[-2], -1)
     return nn.Dense(self.out_features or features, use_bias=self.use_bias, name='out')(concat)
