@@ -17,7 +17,7 @@ def get_config(variant: str = ''):
   c.model.num_read_heads = 1
   c.model.num_write_heads = 1
   c.model.shift_range = 1
-  c.model.frobenius_norm = False
+  c.model.frobenius_norm = True   # M ← M/‖M‖_F after each write (product card)
   c.model.memory_init = 'constant'
   c.model.controller_clip = 20.0
   use_fast_memory_training(c)

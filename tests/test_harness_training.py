@@ -1,14 +1,16 @@
-"""A few hundred steps of the real harness cut the copy loss (LSTM and NTM)."""
+"""A few hundred steps of the real harness cut the copy loss (LSTM, GRU, NTM)."""
 
 import pytest
 
+from configs.gru_copy import get_config as gru_config
 from configs.lstm_copy import get_config as lstm_config
 from configs.ntm_copy import get_config as ntm_config
 from conftest import read_metrics
 from memflax.train import train_and_evaluate
 
 
-@pytest.mark.parametrize('get_config', [lstm_config, ntm_config], ids=['lstm', 'ntm'])
+@pytest.mark.parametrize('get_config', [lstm_config, gru_config, ntm_config],
+                         ids=['lstm', 'gru', 'ntm'])
 def test_short_run_cuts_the_loss(tmp_path, get_config):
   config = get_config('tiny')
   config.update(num_train_steps=300, batch_size=16, learning_rate=3e-3, eval_every_steps=300,

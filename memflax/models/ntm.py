@@ -73,7 +73,7 @@ class Model(nn.Module):
   num_read_heads: int = 1
   num_write_heads: int = 1
   shift_range: int = 1
-  frobenius_norm: bool = False
+  frobenius_norm: bool = True
   memory_init: str = 'constant'
   controller_clip: float = 20.0
 
