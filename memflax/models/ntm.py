@@ -92,6 +92,11 @@ class Model(nn.Module):
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool = False):
     del train  # no dropout in this model
+    return self._scan_cells(inputs, NTMCell)
+
+  def _scan_cells(self, inputs: jax.Array, cell_cls, **cell_fields):
+    """Runs `cell_cls` (NTMCell or a variant taking extra `cell_fields`) over time
+    from the initial memory and head focus; returns (logits, traces)."""
     batch = inputs.shape[0]
     memory0 = jnp.broadcast_to(self._initial_memory(), (batch, self.memory_size,
                                                          self.memory_width))
@@ -109,12 +114,12 @@ class Model(nn.Module):
         read_w=heads(self.num_read_heads),
         write_w=heads(self.num_write_heads),
     )
-    scan = nn.scan(NTMCell, variable_broadcast='params', split_rngs={'params': False},
+    scan = nn.scan(cell_cls, variable_broadcast='params', split_rngs={'params': False},
                    in_axes=1, out_axes=1)
     _, (features, traces) = scan(
         controller_size=self.controller_size, memory_size=self.memory_size,
         memory_width=self.memory_width, num_read_heads=self.num_read_heads,
         num_write_heads=self.num_write_heads, shift_range=self.shift_range,
         frobenius_norm=self.frobenius_norm, controller_clip=self.controller_clip,
-        name='cell')(carry, inputs)
+        name='cell', **cell_fields)(carry, inputs)
     return nn.Dense(self.output_size, name='readout')(features), traces

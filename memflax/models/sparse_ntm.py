@@ -95,30 +95,5 @@ class Model(ntm.Model):
     del train  # no dropout in this model
     if self.top_m < 1:
       raise ValueError(f'model.top_m must be >= 1, got {self.top_m}')
-    batch = inputs.shape[0]
-    memory0 = jnp.broadcast_to(self._initial_memory(), (batch, self.memory_size,
-                                                         self.memory_width))
-    if self.frobenius_norm:
-      memory0 = mem.frobenius_normalize(memory0)
-    # Start focused on slot 0 as the NTM does: one nonzero is within any top-M support.
-    focus = jax.nn.one_hot(0, self.memory_size)
-
-    def heads(n):
-      return jnp.broadcast_to(focus, (batch, n, self.memory_size))
-
-    carry = dict(
-        controller=LSTMCell(self.controller_size, parent=None).initial_carry((batch,)),
-        memory=memory0,
-        reads=mem.read(memory0, heads(self.num_read_heads)),
-        read_w=heads(self.num_read_heads),
-        write_w=heads(self.num_write_heads),
-    )
-    scan = nn.scan(SparseNTMCell, variable_broadcast='params', split_rngs={'params': False},
-                   in_axes=1, out_axes=1)
-    _, (features, traces) = scan(
-        controller_size=self.controller_size, memory_size=self.memory_size,
-        memory_width=self.memory_width, num_read_heads=self.num_read_heads,
-        num_write_heads=self.num_write_heads, shift_range=self.shift_range,
-        frobenius_norm=self.frobenius_norm, controller_clip=self.controller_clip,
-        top_m=self.top_m, name='cell')(carry, inputs)
-    return nn.Dense(self.output_size, name='readout')(features), traces
+    # One nonzero focus (slot 0, as the NTM starts) lies within any top-M support.
+    return self._scan_cells(inputs, SparseNTMCell, top_m=self.top_m)
