@@ -365,3 +365,22 @@ def test_encoder_block_jit_does_not_retrace():
   chex.clear_trace_counter()
   f(params, x)
   f(params, x + 1.0)
+
+
+@pytest.mark.parametrize('block', ['ffn', 'encoder', 'decoder'])
+def test_block_gradients_match_finite_differences(block):
+  # float64: through LayerNorm and softmax, float32 finite differences are off by ~5%.
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(7)
+    x = jnp.asarray(rng.normal(size=(2, 4, 8)), jnp.float64)
+    memory = jnp.asarray(rng.normal(size=(2, 3, 8)), jnp.float64)
+    if block == 'ffn':
+      module, args = attn.FeedForward(16), (x,)
+    elif block == 'encoder':
+      module, args = attn.EncoderBlock(num_heads=2, d_ff=16), (x,)
+    else:
+      module, args = attn.DecoderBlock(num_heads=2, d_ff=16), (x, memory)
+    params = jax.tree.map(lambda a: a.astype(jnp.float64),
+                          module.init(jax.random.PRNGKey(0), *args))
+    check_grads(lambda p, *a: module.apply(p, *a), (params, *args), order=1, modes=['rev'],
+                eps=1e-6, atol=1e-6, rtol=1e-6)
