@@ -41,19 +41,24 @@ class NTMCell(nn.Module):
                  clip=self.controller_clip)
     rp = mem.NTMHeads(self.num_read_heads, name='read_heads', **heads)(h)
     wp = mem.NTMHeads(self.num_write_heads, writes=True, name='write_heads', **heads)(h)
-    memory = carry['memory']
-    read_w = mem.address(memory, carry['read_w'], rp['keys'], rp['beta'], rp['gate'],
-                         rp['shift'], rp['gamma'])
-    reads = mem.read(memory, read_w)
-    write_w = mem.address(memory, carry['write_w'], wp['keys'], wp['beta'], wp['gate'],
-                          wp['shift'], wp['gamma'])
-    memory = mem.write(memory, write_w, wp['erase'], wp['add'])
+    memory, reads, read_w, write_w = self.access(carry, rp, wp)
     if self.frobenius_norm:
       memory = mem.frobenius_normalize(memory)
     new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
                      write_w=write_w)
     out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
     return new_carry, (out, {'read_weights': read_w, 'write_weights': write_w})
+
+  def access(self, carry, rp, wp):
+    """Dense read of M_{t-1}, then erase/add write. rp/wp: NTMHeads outputs ->
+    (memory [B,N,W], reads [B,R,W], read_w [B,R,N], write_w [B,Wr,N])."""
+    memory = carry['memory']
+    read_w = mem.address(memory, carry['read_w'], rp['keys'], rp['beta'], rp['gate'],
+                         rp['shift'], rp['gamma'])
+    reads = mem.read(memory, read_w)
+    write_w = mem.address(memory, carry['write_w'], wp['keys'], wp['beta'], wp['gate'],
+                          wp['shift'], wp['gamma'])
+    return mem.write(memory, write_w, wp['erase'], wp['add']), reads, read_w, write_w
 
 
 class Model(nn.Module):

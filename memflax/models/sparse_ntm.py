@@ -25,39 +25,18 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from memflax.models import ntm
-from memflax.nn import memory as mem
 from memflax.nn import sparse
-from memflax.nn.recurrent import LSTMCell
 
 
-class SparseNTMCell(nn.Module):
-  """One sparse NTM step. carry = dict(controller, memory [B,N,W], reads [B,R,W],
-  read_w [B,R,N], write_w [B,Wr,N]) with read_w/write_w dense-shaped but exactly
-  top_m nonzeros per head; x [B,D] -> (carry, (out [B,C+R·W], traces))."""
+class SparseNTMCell(ntm.NTMCell):
+  """One sparse NTM step: the NTM cell with top-M addressing, reads and writes.
+  read_w/write_w stay dense-shaped [B,H,N] but have exactly top_m nonzeros per head."""
 
-  controller_size: int
-  memory_size: int
-  memory_width: int
-  num_read_heads: int
-  num_write_heads: int
-  shift_range: int
-  frobenius_norm: bool
-  controller_clip: float
   top_m: int
 
-  @nn.compact
-  def __call__(self, carry, x):
-    batch = x.shape[0]
-    controller_in = jnp.concatenate([x, carry['reads'].reshape(batch, -1)], axis=-1)
-    controller, h = LSTMCell(self.controller_size, name='controller')(carry['controller'],
-                                                                      controller_in)
-    heads = dict(width=self.memory_width, shift_range=self.shift_range,
-                 clip=self.controller_clip)
-    rp = mem.NTMHeads(self.num_read_heads, name='read_heads', **heads)(h)
-    wp = mem.NTMHeads(self.num_write_heads, writes=True, name='write_heads', **heads)(h)
+  def access(self, carry, rp, wp):
     memory = carry['memory']
 
     def address(p, w_prev):
@@ -68,15 +47,9 @@ class SparseNTMCell(nn.Module):
     reads = sparse.sparse_read(memory, read_idx, read_v)
     write_idx, write_v = address(wp, carry['write_w'])
     memory = sparse.sparse_write(memory, write_idx, write_v, wp['erase'], wp['add'])
-    if self.frobenius_norm:
-      memory = mem.frobenius_normalize(memory)
     # Dense-shaped weightings feed the next step's interpolation and the traces.
-    read_w = sparse.densify(read_idx, read_v, self.memory_size)
-    write_w = sparse.densify(write_idx, write_v, self.memory_size)
-    new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
-                     write_w=write_w)
-    out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
-    return new_carry, (out, {'read_weights': read_w, 'write_weights': write_w})
+    return (memory, reads, sparse.densify(read_idx, read_v, self.memory_size),
+            sparse.densify(write_idx, write_v, self.memory_size))
 
 
 class Model(ntm.Model):
