@@ -216,9 +216,12 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
     for step in range(start + 1, total + 1):
       state, metrics = train_step(state)
       final = step == total
-      if step % config.log_every_steps == 0 or final:
+      log_now = step % config.log_every_steps == 0 or final
+      save_now = step % config.checkpoint_every_steps == 0 or final
+      if log_now or save_now:  # the only host syncs of the loop, besides evaluation
         host = jax.device_get(metrics)
         _stop_if_nonfinite(host, step, checkpointer)
+      if log_now:
         now = time.perf_counter()
         rate = (step - last_step) / max(now - last_time, 1e-9)
         last_time, last_step = now, step
@@ -231,8 +234,7 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
       if step % config.eval_every_steps == 0 or final:
         evaluation = jax.device_get(eval_step(state.params))
         writer.write(step, **{f'eval_{k}': v for k, v in evaluation.items()})
-      if step % config.checkpoint_every_steps == 0 or final:
-        _stop_if_nonfinite(jax.device_get(metrics), step, checkpointer)
+      if save_now:
         checkpointer.save(step, state, config_dict)
     bar.close()
   finally:

@@ -16,27 +16,23 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from memflax.models.transformer import CausalEncoder
+from memflax.models import transformer
 from memflax.nn.key_value import KeyValueMemory
 
 
-class Model(nn.Module):
-  """inputs [B, T, D] -> (logits [B, T, output_size], {'memory_weights': [B, T, N]})."""
+class Model(transformer.Model):
+  """inputs [B, T, D] -> (logits [B, T, output_size], {'memory_weights': [B, T, N]}).
 
-  output_size: int
-  d_model: int = 64
-  num_heads: int = 4
-  num_layers: int = 2
-  d_ff: int = 128
-  dropout_rate: float = 0.0
-  max_len: int = 512
-  positions: str = 'sinusoidal'
+  The causal Transformer of memflax.models.transformer (same fields) plus a
+  key-value memory of `memory_slots` slots with values of width `value_size`.
+  """
+
   memory_slots: int = 128
   value_size: int = 64
 
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool = False):
-    h = CausalEncoder(self.d_model, self.num_heads, self.num_layers, self.d_ff,
+    h = transformer.CausalEncoder(self.d_model, self.num_heads, self.num_layers, self.d_ff,
                       self.dropout_rate, self.max_len, self.positions,
                       name='encoder')(inputs, train=train)
     r, weights = KeyValueMemory(self.memory_slots, self.value_size, name='memory')(
