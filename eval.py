@@ -6,32 +6,49 @@ DIR/eval.json, and plots one sequence's memory weightings and bits as PNGs.
 """
 
 import json
-import sys
-from pathlib import Path
 
 from absl import app, flags, logging
 
 flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
-flags.DEFINE_list('lengths', None, 'Sequence lengths to test (default: the stored eval.lengths).')
+flags.DEFINE_string('lengths', None, 'Comma-separated sequence lengths to test, e.g. 10,20,40 '
+                    '(default: the stored eval.lengths).')
 flags.DEFINE_integer('num_sequences', None, 'Sequences per length (default: eval.num_sequences).')
 flags.DEFINE_integer('plot_length', 40, 'Length of the sequence drawn in the PNGs.')
-flags.mark_flag_as_required('workdir')
 FLAGS = flags.FLAGS
 
 
+def _positive_ints(text: str, name: str) -> list[int]:
+  from memflax import cli_errors
+  values = []
+  for item in (i.strip() for i in text.split(',') if i.strip()):
+    try:
+      values.append(int(item))
+    except ValueError:
+      cli_errors.fail(f'--{name}={text}: {item!r} is not an integer')
+  if not values or min(values) < 1:
+    cli_errors.fail(f'--{name}={text}: lengths must be positive integers')
+  return values
+
+
 def main(argv):
+  from memflax import cli_errors
   if len(argv) > 1:
-    sys.exit(f'error: unexpected arguments {argv[1:]}')
+    cli_errors.fail(f'unexpected arguments {argv[1:]}')
+  if not FLAGS.workdir:
+    cli_errors.fail('--workdir is required: the workdir of a training run')
+  # Every argument is checked before anything is restored or written.
+  lengths = _positive_ints(FLAGS.lengths, 'lengths') if FLAGS.lengths is not None else None
+  for name in ('num_sequences', 'plot_length'):
+    if FLAGS[name].value is not None and FLAGS[name].value < 1:
+      cli_errors.fail(f'--{name} must be a positive integer, got {FLAGS[name].value}')
   logging.set_verbosity(logging.WARNING)
   from memflax import evaluate, viz
 
-  workdir = Path(FLAGS.workdir)
-  try:
-    trainer, params, step = evaluate.restore(workdir)
-  except evaluate.NoCheckpointError as e:
-    sys.exit(f'error: {e}')
+  with cli_errors.exit_on_user_error():
+    trainer, params, step = evaluate.restore(FLAGS.workdir)
+  workdir = evaluate.workdir_lib.resolve(FLAGS.workdir)
   config = trainer.config
-  lengths = [int(n) for n in (FLAGS.lengths or config.eval.lengths)]
+  lengths = lengths or [int(n) for n in config.eval.lengths]
   num_sequences = FLAGS.num_sequences or config.eval.num_sequences
   results = evaluate.length_generalisation(trainer, params, lengths, num_sequences)
   (workdir / 'eval.json').write_text(json.dumps({config.task.name: results}, indent=2) + '\n')
@@ -50,4 +67,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main)
+  from memflax.cli_errors import parse_flags
+  app.run(main, flags_parser=parse_flags)

@@ -2,8 +2,9 @@
 
 Rerunning the same command in the same workdir resumes from its newest good
 checkpoint. Override any field with --config.FIELD=VALUE (unknown fields are
-errors). Several hosts: pass --coordinator_address/--num_processes/--process_id
-to every process (CPU collectives use gloo).
+errors). `python train.py --list` names the models, tasks and configs. Several
+hosts: pass --coordinator_address/--num_processes/--process_id to every process
+(CPU collectives use gloo).
 """
 
 import sys
@@ -11,30 +12,37 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file('config', None, 'Path to a config file in configs/.',
+config_flags.DEFINE_config_file('config', None, 'Path to a config file in configs/, '
+                                'optionally with a variant: configs/X.py:tiny.',
                                 lock_config=True)
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints and metrics.')
+flags.DEFINE_bool('list', False, 'Print the available models, tasks and configs, then exit.')
 flags.DEFINE_string('coordinator_address', None,
                     'host:port of process 0 for a multi-process run (jax.distributed).')
 flags.DEFINE_integer('num_processes', 1, 'Processes in a multi-process run.')
 flags.DEFINE_integer('process_id', 0, 'This process\'s index in a multi-process run.')
-flags.mark_flags_as_required(['config', 'workdir'])
 FLAGS = flags.FLAGS
 
 
 def main(argv):
+  from memflax import cli_errors
   if len(argv) > 1:
-    sys.exit(f'error: unexpected arguments {argv[1:]}')
+    cli_errors.fail(f'unexpected arguments {argv[1:]}')
+  if FLAGS.list:
+    from memflax import catalogue
+    print(catalogue.describe())
+    return
+  for name in ('config', 'workdir'):
+    if FLAGS[name].value is None:
+      cli_errors.fail(f'--{name} is required (or --list to see what there is)')
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-  # Imported here so a multi-process run can set up jax.distributed first.
   from memflax import parallel
   if FLAGS.coordinator_address:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
-  from memflax.cli_errors import exit_on_user_error, loaded_config
   from memflax.train import train_and_evaluate
-  config = loaded_config()
-  with exit_on_user_error():
+  config = cli_errors.loaded_config()
+  with cli_errors.exit_on_user_error():
     train_and_evaluate(config, FLAGS.workdir)
 
 

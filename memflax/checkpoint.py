@@ -1,8 +1,9 @@
 """Checkpoints of a run: an orbax CheckpointManager over `<workdir>/checkpoints`.
 
 One checkpoint = the train state (params, optimizer state, step, RNG; the data
-position is the step, since batches are a pure function of (seed, step)) plus the
-run's config as JSON. Saves are asynchronous and atomic (orbax writes a temporary
+position is the step, since batches are a pure function of (seed, step)), the
+run's config as JSON, and host-side progress as JSON (`progress`: cumulative
+training wall clock, so a resumed run's `train_time_s` carries on). Saves are asynchronous and atomic (orbax writes a temporary
 directory and renames it when complete), so a run killed mid-save leaves the
 previous checkpoints intact.
 
@@ -81,20 +82,25 @@ class Checkpointer:
   """Async save / newest-good restore for one workdir."""
 
   def __init__(self, workdir: str | Path, keep: int = 3):
-    self.workdir = Path(workdir)
+    # orbax needs an absolute path; a relative one fails at the first save.
+    self.workdir = Path(workdir).expanduser().absolute()
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            cleanup_tmp_directories=True,
                                            enable_async_checkpointing=True)
-    self._manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
-                                          item_names=('state', 'config'))
+    self._manager = ocp.CheckpointManager(checkpoint_dir(self.workdir), options=options,
+                                          item_names=('state', 'config', 'progress'))
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any, config_dict: dict) -> None:
-    """Starts an async save; returns once the arrays are copied off the step's buffers."""
+  def save(self, step: int, state: Any, config_dict: dict, progress: dict | None = None) -> None:
+    """Starts an async save; returns once the arrays are copied off the step's buffers.
+
+    progress: small JSON-able host values to restore with the state (e.g. train_time_s).
+    """
     self._manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                                     config=ocp.args.JsonSave(config_dict)))
+                                                     config=ocp.args.JsonSave(config_dict),
+                                                     progress=ocp.args.JsonSave(progress or {})))
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
@@ -103,8 +109,8 @@ class Checkpointer:
     self._manager.wait_until_finished()
     self._manager.close()
 
-  def restore_newest(self, abstract_state: Any) -> tuple[Any, int] | None:
-    """Restores the newest checkpoint that reads back; None if there is none.
+  def restore_newest(self, abstract_state: Any) -> tuple[Any, int, dict] | None:
+    """(state, step, progress) of the newest checkpoint that reads back; None if none.
 
     `abstract_state` is a pytree of jax.ShapeDtypeStruct (with shardings) that
     says what to restore into.
@@ -113,7 +119,7 @@ class Checkpointer:
       try:
         restored = self._manager.restore(
             step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state)))
-        return restored['state'], step
+        return restored['state'], step, self._progress(step)
       except Exception as e:  # noqa: BLE001 -- any failure to read means "not usable"
         if _is_structure_mismatch(e):
           # Readable but for another state layout: the run is misconfigured, the
@@ -123,6 +129,13 @@ class Checkpointer:
               f'optimizer state ({str(e).splitlines()[0][:160]}); use another --workdir') from None
         self._quarantine(step, e)
     return None
+
+  def _progress(self, step: int) -> dict:
+    path = checkpoint_dir(self.workdir) / str(step) / 'progress' / 'metadata'
+    try:
+      return json.loads(path.read_text())
+    except (OSError, ValueError):
+      return {}  # written by a version without progress, or unreadable: start the clock at 0
 
   def _quarantine(self, step: int, error: Exception) -> None:
     target = self.workdir / QUARANTINE_DIR / f'{step}-{int(time.time())}'

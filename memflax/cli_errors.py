@@ -10,9 +10,12 @@ from absl import flags
 
 from memflax.checkpoint import IncompatibleCheckpointError
 from memflax.config_checks import ConfigError
+from memflax.workdir import WorkdirError
 
-# Exit codes: 2 = the request is wrong (flags, config, workdir); 3 = the run diverged.
-USER_ERRORS = (ConfigError, IncompatibleCheckpointError, FileNotFoundError)
+# Exit codes: 0 = done (or --help); 2 = the request is wrong (flags, config, workdir);
+# 3 = the run diverged.
+USER_ERRORS = (ConfigError, IncompatibleCheckpointError, WorkdirError, FileNotFoundError)
+HELP_FLAGS = ('--help', '-h', '-?', '--helpshort', '--helpfull')
 
 
 def _fail(message: str, code: int = 2):
@@ -20,16 +23,39 @@ def _fail(message: str, code: int = 2):
   sys.exit(code)
 
 
+def fail(message: str, code: int = 2):
+  """Prints `error: message` on stderr and exits with `code` (2: the request is wrong)."""
+  _fail(message, code)
+
+
+def _reason(text: str) -> str:
+  """The line of an error message that says why: a wrapped traceback ends with it."""
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  missing = re.search(r'Flag --(\w+) must have a value other than None', text)
+  if missing:
+    return f'--{missing.group(1)} is required'
+  if len(lines) > 1 and lines[0].endswith(':'):
+    head, last = lines[0].rstrip(':'), lines[-1]
+    return f'{head}: {last.split(": ", 1)[-1] if last.startswith(("ValueError", "TypeError", "KeyError")) else last}'
+  return lines[0] if lines else text
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flags parser for app.run(..., flags_parser=parse_flags): one line per error.
 
   ml_collections reports an unknown --config.FIELD as a chained KeyError/
-  AttributeError traceback; this names the offending argument instead.
+  AttributeError traceback; this names the offending argument instead. --help
+  prints the usage and exits 0 (absl's own --help exits 1).
   """
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    main_module = sys.modules['__main__']
+    print((main_module.__doc__ or '').strip() + '\n')
+    print(flags.FLAGS.main_module_help())
+    sys.exit(0)
   try:
     return flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(str(e).splitlines()[0])
+    _fail(_reason(str(e)))
   except (AttributeError, KeyError) as e:
     detail = str(e).replace('\\n', ' ')
     field = re.search(r'[A-Za-z_]\w*', detail).group(0)
@@ -39,7 +65,7 @@ def parse_flags(argv: list[str]) -> list[str]:
     _fail(f'unknown config field {args[0] if args else field!r}'
           + (f'. {hint.group(0)}' if hint else ''))
   except ValueError as e:
-    _fail(str(e).splitlines()[0])
+    _fail(_reason(str(e)))
 
 
 def loaded_config(flag_name: str = 'config'):

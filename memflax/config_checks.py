@@ -95,4 +95,6 @@ def validate(config, num_devices: int) -> None:
   try:
     jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), probe)
   except (ValueError, TypeError) as e:
-    raise ConfigError(f'model: {str(e).splitlines()[0]}') from None
+    message = str(e).splitlines()[0]
+    # Model errors usually name their field already (model.memory_init ...).
+    raise ConfigError(message if message.startswith('model.') else f'model: {message}') from None

@@ -31,6 +31,10 @@ def harness_config() -> ml_collections.ConfigDict:
   return c
 
 
+# Size variants every config file accepts after a colon: configs/X.py:tiny.
+VARIANTS = {'tiny': 'a small model and short run that finishes in seconds (smoke tests)'}
+
+
 def apply_variant(c: ml_collections.ConfigDict, variant: str, tiny_model: dict) -> None:
   """`--config=configs/X.py:tiny` shrinks a run to seconds (smoke tests, CI).
 
@@ -43,7 +47,8 @@ def apply_variant(c: ml_collections.ConfigDict, variant: str, tiny_model: dict) 
              checkpoint_every_steps=50)
     c.eval.update(num_sequences=64, lengths=(5, 10))
   elif variant:
-    raise ValueError(f'unknown config variant {variant!r}; use "tiny" or none')
+    raise ValueError(f'unknown config variant {variant!r}; known: {sorted(VARIANTS)} '
+                     '(or none: configs/X.py)')
 
 
 def use_fast_memory_training(c: ml_collections.ConfigDict) -> None:

@@ -14,6 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from memflax import workdir as workdir_lib
 from memflax.checkpoint import Checkpointer, stored_config
 from memflax.train import Trainer
 
@@ -27,6 +28,7 @@ class NoCheckpointError(FileNotFoundError):
 
 def restore(workdir: str | Path) -> tuple[Trainer, Any, int]:
   """(trainer built from the stored config, params, step) of the newest good checkpoint."""
+  workdir = workdir_lib.resolve(workdir)
   stored = stored_config(workdir)
   if stored is None:
     raise NoCheckpointError(f'no checkpoint in {Path(workdir) / "checkpoints"}; '
@@ -39,7 +41,7 @@ def restore(workdir: str | Path) -> tuple[Trainer, Any, int]:
     checkpointer.close()
   if restored is None:
     raise NoCheckpointError(f'no readable checkpoint in {Path(workdir) / "checkpoints"}')
-  state, step = restored
+  state, step, _ = restored
   return trainer, state.params, step
 
 

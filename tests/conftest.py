@@ -17,10 +17,8 @@ def cli_env(devices: int | None = None) -> dict:
   env = dict(os.environ)
   env.pop('XLA_FLAGS', None)
   if devices:
-    # Eigen's own intra-op pool off: with several fake devices on 2 cores it has
-    # wedged one device short of an all-reduce rendezvous (XLA aborts after 40 s).
-    env['XLA_FLAGS'] = (f'--xla_force_host_platform_device_count={devices} '
-                        '--xla_cpu_multi_thread_eigen=false')
+    # Exactly what a user types: no other flag (the trainer bounds its own queue).
+    env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
   env['PYTHONPATH'] = str(REPO) + os.pathsep + env.get('PYTHONPATH', '')
   return env
 

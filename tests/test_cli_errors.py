@@ -19,7 +19,7 @@ def _snapshot(root: Path) -> dict[str, str]:
 @pytest.mark.parametrize('override, expected', [
     ('--config.model.memroy_size=3', "unknown config field '--config.model.memroy_size'"),
     ('--config.model.memory_size=-3', 'model.memory_size must be a positive integer'),
-    ('--config.model.memory_init=zeros', "memory_init must be one of"),
+    ('--config.model.memory_init=zeros', "error: model.memory_init must be one of"),
     ('--config.optimizer=sgdd', 'optimizer must be one of'),
 ])
 def test_bad_config_fails_before_writing(tmp_path, override, expected):
@@ -81,3 +81,57 @@ def test_nonfinite_stops_run_and_keeps_last_good_checkpoint(trained_workdir, tmp
   assert len(lines) == 1 and 'non-finite' in lines[0] and 'last good checkpoint: step 20' in lines[0]
   assert _snapshot(workdir / 'checkpoints') == before
   assert max(r['step'] for r in read_metrics(workdir)) < 100
+
+
+def test_workdir_that_is_a_file(tmp_path):
+  target = tmp_path / 'notes.txt'
+  target.write_text('keep me')
+  proc = run_cli('train.py', TINY, f'--workdir={target}')
+  assert proc.returncode == 2
+  lines = error_lines(proc)
+  assert len(lines) == 1 and 'exists and is not a directory' in lines[0], lines
+  assert target.read_text() == 'keep me'
+
+
+def test_unknown_config_variant_names_the_reason(tmp_path):
+  proc = run_cli('train.py', '--config=configs/ntm_copy.py:small', f'--workdir={tmp_path / "r"}')
+  assert proc.returncode == 2
+  lines = error_lines(proc)
+  assert len(lines) == 1 and "unknown config variant 'small'" in lines[0] and 'tiny' in lines[0]
+  assert not (tmp_path / 'r').exists()
+
+
+@pytest.mark.parametrize('script', ['train.py', 'eval.py'])
+def test_help_exits_zero(script):
+  proc = run_cli(script, '--help')
+  assert proc.returncode == 0 and '--workdir' in proc.stdout and not proc.stderr.strip()
+
+
+def test_missing_required_flags_are_one_line():
+  for script in ('train.py', 'eval.py'):
+    proc = run_cli(script)
+    assert proc.returncode == 2
+    lines = error_lines(proc)
+    assert len(lines) == 1 and lines[0].startswith('error: --') and 'required' in lines[0], lines
+
+
+def test_list_names_models_tasks_and_configs():
+  proc = run_cli('train.py', '--list')
+  assert proc.returncode == 0, proc.stderr
+  out = proc.stdout
+  for name in ('ntm', 'dnc', 'transformer', 'copy', 'ntm_copy.py', 'lstm_copy.py', 'tiny'):
+    assert name in out, out
+
+
+@pytest.mark.parametrize('lengths, expected', [
+    ('10,abc', "'abc' is not an integer"),
+    ('0', 'lengths must be positive integers'),
+    ('', 'lengths must be positive integers'),
+])
+def test_eval_bad_lengths_write_nothing(trained_workdir, lengths, expected):
+  before = _snapshot(trained_workdir)
+  proc = run_cli('eval.py', f'--workdir={trained_workdir}', f'--lengths={lengths}')
+  assert proc.returncode == 2
+  lines = error_lines(proc)
+  assert len(lines) == 1 and lines[0].startswith('error: ') and expected in lines[0], lines
+  assert _snapshot(trained_workdir) == before
