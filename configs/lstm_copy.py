@@ -1,23 +1,12 @@
-"""LSTM baseline on the copy task: the comparison model of the NTM paper (Graves et al. 2014).
+"""LSTM (3 × 256, the NTM paper's baseline) on copy.
 
-  python train.py --config=configs/lstm_copy.py --workdir=/tmp/lstm_copy
-  python eval.py --workdir=/tmp/lstm_copy
+  python train.py --config=configs/lstm_copy.py --workdir=runs/lstm_copy
+  python eval.py --workdir=runs/lstm_copy
+  python train.py --config=configs/lstm_copy.py:tiny --workdir=runs/tiny_lstm_copy   # seconds
 """
 
-from memflax.config_defaults import apply_variant, harness_config
+from memflax.config_presets import compose
 
 
 def get_config(variant: str = ''):
-  c = harness_config()
-  c.model.name = 'lstm'
-  c.model.hidden_size = 256
-  c.model.num_layers = 3
-  c.task.name = 'copy'
-  c.task.num_bits = 8
-  c.task.min_length = 1
-  c.task.max_length = 20
-  c.batch_size = 32
-  c.learning_rate = 1e-3
-  c.num_train_steps = 5_000
-  apply_variant(c, variant, tiny_model=dict(hidden_size=32, num_layers=1))
-  return c
+  return compose('lstm', 'copy', variant)

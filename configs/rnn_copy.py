@@ -1,23 +1,12 @@
-"""RNN baseline on the copy task.
+"""Elman RNN (1 × 256) on copy.
 
-  python train.py --config=configs/rnn_copy.py --workdir=/tmp/rnn_copy
+  python train.py --config=configs/rnn_copy.py --workdir=runs/rnn_copy
+  python eval.py --workdir=runs/rnn_copy
+  python train.py --config=configs/rnn_copy.py:tiny --workdir=runs/tiny_rnn_copy   # seconds
 """
 
-from memflax.config_defaults import apply_variant, harness_config
+from memflax.config_presets import compose
 
 
 def get_config(variant: str = ''):
-  c = harness_config()
-  c.model.name = 'rnn'
-  c.model.hidden_size = 256
-  c.model.num_layers = 1
-  c.task.name = 'copy'
-  c.task.num_bits = 8
-  c.task.min_length = 1
-  c.task.max_length = 20
-  c.batch_size = 32
-  c.learning_rate = 1e-3
-  c.grad_clip_norm = 1.0
-  c.num_train_steps = 2_000
-  apply_variant(c, variant, tiny_model=dict(hidden_size=32, num_layers=1))
-  return c
+  return compose('rnn', 'copy', variant)

@@ -1,30 +1,12 @@
-"""Sparse NTM (top-M reads and writes) on the copy task, at the classic NTM copy sizes.
+"""NTM with sparse top-M memory access on copy.
 
-  python train.py --config=configs/sparse_ntm_copy.py --workdir=/tmp/sparse_ntm_copy
-  python eval.py --workdir=/tmp/sparse_ntm_copy
+  python train.py --config=configs/sparse_ntm_copy.py --workdir=runs/sparse_ntm_copy
+  python eval.py --workdir=runs/sparse_ntm_copy
+  python train.py --config=configs/sparse_ntm_copy.py:tiny --workdir=runs/tiny_sparse_ntm_copy   # seconds
 """
 
-from memflax.config_defaults import apply_variant, harness_config, use_fast_memory_training
+from memflax.config_presets import compose
 
 
 def get_config(variant: str = ''):
-  c = harness_config()
-  c.model.name = 'sparse_ntm'
-  c.model.controller_size = 100
-  c.model.memory_size = 128
-  c.model.memory_width = 20
-  c.model.num_read_heads = 1
-  c.model.num_write_heads = 1
-  c.model.shift_range = 1
-  c.model.frobenius_norm = False
-  c.model.memory_init = 'constant'
-  c.model.controller_clip = 20.0
-  c.model.top_m = 8              # slots each head reads/writes per step (≪ memory_size)
-  use_fast_memory_training(c)
-  c.task.name = 'copy'
-  c.task.num_bits = 8
-  c.task.min_length = 1
-  c.task.max_length = 20
-  apply_variant(c, variant, tiny_model=dict(controller_size=32, memory_size=16, memory_width=8,
-                                            top_m=4))
-  return c
+  return compose('sparse_ntm', 'copy', variant)

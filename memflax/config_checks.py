@@ -54,8 +54,9 @@ def validate(config, num_devices: int) -> None:
                  'model')
   try:
     task = tasks.build(config.task)
-  except TypeError as e:
-    raise ConfigError(f'task: {e}') from None
+  except (TypeError, ValueError) as e:
+    message = str(e).splitlines()[0]
+    raise ConfigError(message if message.startswith('task.') else f'task: {message}') from None
   _check_section(config.task, config.task.name, _fields(type(task)), 'task')
   if hasattr(task, 'min_length'):
     _require(task.min_length <= task.max_length,

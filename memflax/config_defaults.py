@@ -1,4 +1,4 @@
-"""Harness defaults shared by every file in configs/ (each file sets model and task)."""
+"""Harness defaults shared by every config (memflax.config_presets adds the model and task)."""
 
 from __future__ import annotations
 
@@ -33,22 +33,6 @@ def harness_config() -> ml_collections.ConfigDict:
 
 # Size variants every config file accepts after a colon: configs/X.py:tiny.
 VARIANTS = {'tiny': 'a small model and short run that finishes in seconds (smoke tests)'}
-
-
-def apply_variant(c: ml_collections.ConfigDict, variant: str, tiny_model: dict) -> None:
-  """`--config=configs/X.py:tiny` shrinks a run to seconds (smoke tests, CI).
-
-  tiny_model: the model fields that make the model small.
-  """
-  if variant == 'tiny':
-    c.model.update(tiny_model)
-    c.task.max_length = min(c.task.get('max_length', 5), 5)
-    c.update(batch_size=8, num_train_steps=100, log_every_steps=10, eval_every_steps=50,
-             checkpoint_every_steps=50)
-    c.eval.update(num_sequences=64, lengths=(5, 10))
-  elif variant:
-    raise ValueError(f'unknown config variant {variant!r}; known: {sorted(VARIANTS)} '
-                     '(or none: configs/X.py)')
 
 
 def use_fast_memory_training(c: ml_collections.ConfigDict) -> None:

@@ -33,6 +33,18 @@ def test_every_model_has_a_copy_config():
   assert {f'{m}_copy.py' for m in models.available()} <= set(CONFIGS)
 
 
+def test_ntm_and_lstm_have_a_config_for_every_task():
+  assert {f'{m}_{t}.py' for m in ('ntm', 'lstm') for t in tasks.available()} <= set(CONFIGS)
+
+
+def test_configs_compose_presets_instead_of_copying_settings():
+  # Each config file names its model and task; the settings live in memflax/config_presets.
+  for name in CONFIGS:
+    code = [l for l in (REPO / 'configs' / name).read_text().split('"""')[-1].splitlines()
+            if l.strip() and not l.strip().startswith('#')]
+    assert len(code) <= 6, f'{name} repeats settings: {code}'
+
+
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_validates(name):
   config_checks.validate(_load(name), num_devices=1)
@@ -55,5 +67,6 @@ def test_tiny_variant_trains(tmp_path, name):
   state = train_and_evaluate(config, tmp_path)
   assert int(state.step) == 20
   rows = read_metrics(tmp_path)
-  assert any('eval_bit_errors_per_seq' in r for r in rows)
+  metric = f'eval_{tasks.build(config.task).primary_metric}'
+  assert any(metric in r for r in rows), rows
   assert all(jnp.isfinite(r['loss']) for r in rows if 'loss' in r)

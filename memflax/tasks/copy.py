@@ -34,6 +34,12 @@ class Task:
   min_length: int = 1
   max_length: int = 20
 
+  # Class constants, not config fields (hence unannotated): evaluation's headline
+  # metric and the make_batch overrides that probe generalisation.
+  primary_metric = 'bit_errors_per_seq'
+  higher_is_better = False
+  range_fields = ('min_length', 'max_length')
+
   @property
   def input_size(self) -> int:
     return self.num_bits + 1

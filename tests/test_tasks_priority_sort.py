@@ -1,0 +1,72 @@
+"""The priority sort task's batches, loss and metric."""
+
+import jax
+import numpy as np
+import pytest
+from task_checks import (assert_batch_contract, assert_bce_scoring, assert_compiles_once,
+                         assert_pure_function_of_key)
+
+from memflax.tasks.priority_sort import Task
+
+TASK = Task()  # the paper's setup: 20 eight-bit vectors in, the top 16 out
+
+
+def test_hand_worked_example_sorts_three_vectors():
+  task = Task(num_bits=2, num_inputs=3, num_outputs=2)
+  batch = jax.device_get(task.make_batch(jax.random.PRNGKey(0), 1))
+  x, y, m = batch['inputs'][0], batch['targets'][0], batch['mask'][0]
+  assert x.shape == (6, 4) and y.shape == (6, 2)  # T = 3 + 1 + 2
+  vectors, priority = x[:3, :2], x[:3, 2]
+  first, second = np.argmax(priority), np.argsort(priority)[1]
+  expected_x = np.zeros((6, 4), np.float32)
+  expected_x[:3, :3] = np.concatenate([vectors, priority[:, None]], axis=1)
+  expected_x[3, 3] = 1.0
+  np.testing.assert_array_equal(x, expected_x)
+  expected_y = np.zeros((6, 2), np.float32)
+  expected_y[4], expected_y[5] = vectors[first], vectors[second]
+  np.testing.assert_array_equal(y, expected_y)
+  np.testing.assert_array_equal(m, [0, 0, 0, 0, 1, 1])
+
+
+def test_targets_are_the_top_vectors_in_descending_priority():
+  batch = jax.device_get(TASK.make_batch(jax.random.PRNGKey(3), 64))
+  assert_batch_contract(TASK, batch)
+  x, y = batch['inputs'], batch['targets']
+  assert x.shape == (64, 37, 10) and y.shape == (64, 37, 8)
+  priority = x[:, :20, 8]
+  np.testing.assert_array_equal(priority, batch['priorities'])
+  assert priority.min() >= -1 and priority.max() <= 1 and priority.std() > 0.5
+  order = np.argsort(-priority, axis=1, kind='stable')[:, :16]
+  np.testing.assert_array_equal(batch['order'], order)
+  np.testing.assert_array_equal(y[:, 21:], np.take_along_axis(x[:, :20, :8], order[..., None], 1))
+  np.testing.assert_array_equal(y[:, :21], 0)
+  np.testing.assert_array_equal(x[:, :, 9], np.broadcast_to(np.arange(37) == 20, (64, 37)))
+  np.testing.assert_array_equal(x[:, 20:, :9], 0)
+  np.testing.assert_array_equal(batch['mask'], np.broadcast_to(np.arange(37) > 20, (64, 37)))
+
+
+def test_more_inputs_for_generalisation_probes_and_clear_errors():
+  batch = TASK.make_batch(jax.random.PRNGKey(0), 4, num_inputs=30)
+  assert batch['inputs'].shape == (4, 30 + 1 + 16, 10)
+  with pytest.raises(ValueError, match=r'task.num_outputs \(21\) must be between 1 and '
+                                       r'task.num_inputs \(20\)'):
+    Task(num_outputs=21)
+  with pytest.raises(ValueError, match='num_outputs'):
+    TASK.make_batch(jax.random.PRNGKey(0), 4, num_inputs=10)
+
+
+def test_no_reference_cost_beyond_zero():
+  # The target is a function of the input: the optimal cost is 0, nothing to report.
+  assert TASK.reference_cost(TASK.make_batch(jax.random.PRNGKey(0), 2)) is None
+
+
+def test_batches_are_a_pure_function_of_the_key():
+  assert_pure_function_of_key(TASK)
+
+
+def test_jit_compiles_once():
+  assert_compiles_once(TASK)
+
+
+def test_loss_and_bit_errors_match_numpy():
+  assert_bce_scoring(TASK, TASK.make_batch(jax.random.PRNGKey(1), 16))
