@@ -1,8 +1,10 @@
 """Evaluate a trained run: python eval.py --workdir=DIR
 
 Restores DIR's newest good checkpoint (model and task come from the config stored
-in it), measures bit errors per sequence at each length of eval.lengths, writes
-DIR/eval.json, and plots one sequence's memory weightings and bits as PNGs.
+in it), measures the task's metrics at each size of eval.lengths (sequence length,
+items stored, key-value pairs: the task's size axis, beyond training included) and
+a memory profile (the headline metric from size 1 to the largest), writes
+DIR/eval.json, and plots the profile and one example's bits and memory weightings.
 """
 
 import json
@@ -13,7 +15,9 @@ flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 flags.DEFINE_string('lengths', None, 'Comma-separated sequence lengths to test, e.g. 10,20,40 '
                     '(default: the stored eval.lengths).')
 flags.DEFINE_integer('num_sequences', None, 'Sequences per length (default: eval.num_sequences).')
-flags.DEFINE_integer('plot_length', 40, 'Length of the sequence drawn in the PNGs.')
+flags.DEFINE_integer('plot_length', None, 'Size of the example drawn in the PNGs (default: 40 '
+                     'or the largest evaluated size, whichever is smaller).')
+flags.DEFINE_integer('profile_sequences', 200, 'Sequences per point of the memory profile.')
 FLAGS = flags.FLAGS
 
 
@@ -38,7 +42,7 @@ def main(argv):
     cli_errors.fail('--workdir is required: the workdir of a training run')
   # Every argument is checked before anything is restored or written.
   lengths = _positive_ints(FLAGS.lengths, 'lengths') if FLAGS.lengths is not None else None
-  for name in ('num_sequences', 'plot_length'):
+  for name in ('num_sequences', 'profile_sequences', 'plot_length'):
     if FLAGS[name].value is not None and FLAGS[name].value < 1:
       cli_errors.fail(f'--{name} must be a positive integer, got {FLAGS[name].value}')
   logging.set_verbosity(logging.WARNING)
@@ -50,18 +54,30 @@ def main(argv):
   config = trainer.config
   lengths = lengths or [int(n) for n in config.eval.lengths]
   num_sequences = FLAGS.num_sequences or config.eval.num_sequences
-  results = evaluate.length_generalisation(trainer, params, lengths, num_sequences)
-  (workdir / 'eval.json').write_text(json.dumps({config.task.name: results}, indent=2) + '\n')
+  try:  # a size the task cannot make (e.g. more MQAR pairs than fit) is the user's error
+    results = evaluate.length_generalisation(trainer, params, lengths, num_sequences)
+    profile = evaluate.memory_profile(trainer, params, max(lengths),
+                                      num_sequences=min(num_sequences, FLAGS.profile_sequences))
+  except ValueError as e:
+    cli_errors.fail(f'--lengths={",".join(map(str, lengths))}: {str(e).splitlines()[0]}')
+  (workdir / 'eval.json').write_text(json.dumps({config.task.name: results,
+                                                 'memory_profile': profile}, indent=2) + '\n')
 
-  trace = evaluate.trace_one(trainer, params, FLAGS.plot_length)
-  title = f'{config.model.name} on {config.task.name}, step {step}, length {FLAGS.plot_length}'
-  pngs = [workdir / f'eval_sequence_len{FLAGS.plot_length}.png']
-  viz.plot_sequence(trace, pngs[0], title)
+  task = trainer.task
+  plot_length = FLAGS.plot_length or min(40, max(lengths))
+  title = f'{config.model.name} on {config.task.name}, step {step}'
+  pngs = [workdir / 'eval_memory_profile.png']
+  viz.plot_profile(profile, pngs[0], title)
+  trace = evaluate.trace_one(trainer, params, plot_length)
+  title += f', {task.size_name} {plot_length}'
+  pngs.append(workdir / f'eval_sequence_len{plot_length}.png')
+  viz.plot_sequence(trace, pngs[-1], title)
   if 'read_weights' in trace or 'write_weights' in trace:
-    pngs.append(workdir / f'eval_weightings_len{FLAGS.plot_length}.png')
+    pngs.append(workdir / f'eval_weightings_len{plot_length}.png')
     viz.plot_weightings(trace, pngs[-1], title)
 
-  print(f'step {step}: ' + ', '.join(f'length {n}: {r["bit_errors_per_seq"]:.3f} bit errors/seq'
+  metric = task.primary_metric
+  print(f'step {step}: ' + ', '.join(f'{task.size_name} {n}: {metric} {r[metric]:.3f}'
                                      for n, r in results.items()))
   print(f'wrote {workdir / "eval.json"} and ' + ', '.join(str(p) for p in pngs))
 

@@ -46,26 +46,48 @@ def restore(workdir: str | Path) -> tuple[Trainer, Any, int]:
 
 
 def length_generalisation(trainer: Trainer, params, lengths, num_sequences: int) -> dict:
-  """{str(length): {'bit_errors_per_seq', 'loss', 'num_sequences'}} on sequences of exactly
-  each length (the copy task is trained on lengths ≤ task.max_length)."""
+  """{str(size): {metrics..., 'num_sequences'}} at each size of the task's size axis
+  (`task.probe(size)`: sequence length for copy, items stored for associative recall,
+  key-value pairs for MQAR, ...), beyond the training range included."""
   root = jax.random.fold_in(jax.random.PRNGKey(trainer.config.seed), _EVAL_STREAM)
   results = {}
-  for length in lengths:
-    step = trainer.make_eval_step(num_sequences, jax.random.fold_in(root, length),
-                                  min_length=length, max_length=length)
+  for size in lengths:
+    step = trainer.make_eval_step(num_sequences, jax.random.fold_in(root, size),
+                                  **trainer.task.probe(size))
     metrics = jax.device_get(step(params))
-    results[str(length)] = {k: float(v) for k, v in metrics.items()}
-    results[str(length)]['num_sequences'] = int(num_sequences)
+    results[str(size)] = {k: float(v) for k, v in metrics.items()}
+    results[str(size)]['num_sequences'] = int(num_sequences)
   return results
 
 
+def profile_sizes(largest: int, points: int = 8, smallest: int = 1) -> list[int]:
+  """Up to `points` distinct sizes from `smallest` to `largest`, evenly spread."""
+  return sorted({int(round(x)) for x in np.linspace(smallest, largest, points)})
+
+
+def memory_profile(trainer: Trainer, params, largest: int, num_sequences: int,
+                   points: int = 8) -> dict:
+  """The task's headline metric against its size axis, from the smallest size to `largest`:
+  {'size_name', 'metric', 'higher_is_better', 'sizes': [...], 'values': [...]}."""
+  task = trainer.task
+  sizes = profile_sizes(largest, points, getattr(task, 'smallest_size', 1))
+  rows = length_generalisation(trainer, params, sizes, num_sequences)
+  return dict(size_name=task.size_name, metric=task.primary_metric,
+              higher_is_better=task.higher_is_better, sizes=[int(n) for n in rows],
+              values=[rows[n][task.primary_metric] for n in rows])
+
+
 def trace_one(trainer: Trainer, params, length: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """Runs one sequence of `length`; returns inputs, targets, mask, outputs (σ(logits))
-  [T, ...] and the model's traces (e.g. read/write weightings [T, heads, N])."""
-  batch = trainer.task.make_batch(jax.random.PRNGKey(seed), 1, min_length=length,
-                                  max_length=length)
+  """Runs one example of size `length`; returns inputs, targets, mask, outputs
+  (probabilities in the layout of targets: σ for bits, softmax over tokens) [T, ...] and the
+  model's traces (e.g. read/write weightings [T, heads, N])."""
+  batch = trainer.task.make_batch(jax.random.PRNGKey(seed), 1, **trainer.task.probe(length))
   logits, traces = jax.jit(trainer.model.apply)({'params': params}, batch['inputs'])
-  out = {k: np.asarray(v[0]) for k, v in batch.items() if k != 'lengths'}
-  out['outputs'] = np.asarray(jax.nn.sigmoid(logits[0]))
+  out = {k: np.asarray(batch[k][0]) for k in ('inputs', 'targets', 'mask')}
+  if out['targets'].ndim == logits.ndim - 2:  # token ids: show them one-hot beside softmax
+    out['targets'] = np.asarray(jax.nn.one_hot(out['targets'], logits.shape[-1]))
+    out['outputs'] = np.asarray(jax.nn.softmax(logits[0]))
+  else:
+    out['outputs'] = np.asarray(jax.nn.sigmoid(logits[0]))
   out.update({k: np.asarray(v[0]) for k, v in traces.items()})
   return out

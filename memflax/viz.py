@@ -43,3 +43,15 @@ def plot_sequence(trace: dict[str, np.ndarray], path: str | Path, title: str = '
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def plot_profile(profile: dict, path: str | Path, title: str = '') -> None:
+  """A memory profile (evaluate.memory_profile): the headline metric against the size axis."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot(profile['sizes'], profile['values'], marker='o')
+  better = 'higher is better' if profile['higher_is_better'] else 'lower is better'
+  ax.set(xlabel=profile['size_name'], ylabel=f"{profile['metric']} ({better})", title=title)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)

@@ -46,6 +46,12 @@ class Task:
   primary_metric = 'bit_errors_per_seq'
   higher_is_better = False
   range_fields = ('min_items', 'max_items')
+  size_name = 'items'  # what probe(size) varies, for tables and plots
+  smallest_size = 2  # the queried item needs a successor
+
+  def probe(self, size: int) -> dict:
+    """make_batch overrides for exactly `size` items stored before the query."""
+    return dict(min_items=size, max_items=size)
 
   def __post_init__(self):
     # config_checks checks num_*/*_length/*_bits fields; the item range is this task's own.

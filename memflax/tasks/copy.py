@@ -39,6 +39,11 @@ class Task:
   primary_metric = 'bit_errors_per_seq'
   higher_is_better = False
   range_fields = ('min_length', 'max_length')
+  size_name = 'length'  # what probe(size) varies, for tables and plots
+
+  def probe(self, size: int) -> dict:
+    """make_batch overrides for sequences of exactly `size` vectors."""
+    return dict(min_length=size, max_length=size)
 
   @property
   def input_size(self) -> int:

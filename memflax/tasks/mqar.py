@@ -46,6 +46,11 @@ class Task:
   primary_metric = 'accuracy'
   higher_is_better = True
   range_fields = ('num_pairs',)
+  size_name = 'pairs'  # what probe(size) varies, for tables and plots
+
+  def probe(self, size: int) -> dict:
+    """make_batch overrides for `size` key-value pairs stored (at most seq_length / 4)."""
+    return dict(num_pairs=size)
 
   def __post_init__(self):
     _check_fits(self.vocab_size, self.num_pairs, self.seq_length, 'task.num_pairs')

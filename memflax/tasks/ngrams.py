@@ -43,6 +43,15 @@ class Task:
   primary_metric = 'cost_bits_per_seq'
   higher_is_better = False
   range_fields = ('seq_length',)
+  size_name = 'length'  # what probe(size) varies, for tables and plots
+
+  @property
+  def smallest_size(self) -> int:
+    return self.n + 1  # one scored bit after a full context
+
+  def probe(self, size: int) -> dict:
+    """make_batch overrides for sequences of `size` bits."""
+    return dict(seq_length=size)
 
   def __post_init__(self):
     if not isinstance(self.n, int) or isinstance(self.n, bool) or self.n < 2:

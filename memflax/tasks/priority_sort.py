@@ -38,6 +38,13 @@ class Task:
   primary_metric = 'bit_errors_per_seq'
   higher_is_better = False
   range_fields = ('num_inputs', 'num_outputs')
+  size_name = 'inputs'  # what probe(size) varies, for tables and plots
+
+  def probe(self, size: int) -> dict:
+    """make_batch overrides for `size` input vectors, the same fraction of them sorted as
+    in training."""
+    sorted_fraction = self.num_outputs / self.num_inputs
+    return dict(num_inputs=size, num_outputs=max(1, round(size * sorted_fraction)))
 
   def __post_init__(self):
     _check_counts(self.num_inputs, self.num_outputs, 'task.')

@@ -52,6 +52,11 @@ class Task:
   primary_metric = 'bit_errors_per_seq'
   higher_is_better = False
   range_fields = ('min_length', 'max_length', 'min_repeats', 'max_repeats')
+  size_name = 'length'  # what probe(size) varies, for tables and plots
+
+  def probe(self, size: int) -> dict:
+    """make_batch overrides for sequences of exactly `size` vectors (repeat counts from the training range)."""
+    return dict(min_length=size, max_length=size)
 
   def __post_init__(self):
     # config_checks validates *_length fields; the repeat range is this task's own.
