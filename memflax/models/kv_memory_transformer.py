@@ -7,7 +7,8 @@ queries a learnable key-value memory.
 
 The query is h_t itself, as in the seed, so the keys have width d_model. The
 memory holds slots learned across the whole training set (long-term knowledge),
-not anything written from the current sequence.
+not anything written from the current sequence — so decoding needs no memory
+state beyond the Transformer's key/value cache.
 """
 
 from __future__ import annotations
@@ -23,19 +24,20 @@ from memflax.nn.key_value import KeyValueMemory
 class Model(transformer.Model):
   """inputs [B, T, D] -> (logits [B, T, output_size], {'memory_weights': [B, T, N]}).
 
-  The causal Transformer of memflax.models.transformer (same fields) plus a
-  key-value memory of `memory_slots` slots with values of width `value_size`.
+  The causal Transformer of memflax.models.transformer (same fields, and its
+  `__call__`, `init_decode_state` and `decode_step`) plus a key-value memory of
+  `memory_slots` slots with values of width `value_size` in its read-out head.
   """
 
   memory_slots: int = 128
   value_size: int = 64
 
-  @nn.compact
-  def __call__(self, inputs: jax.Array, train: bool = False):
-    h = transformer.CausalEncoder(self.d_model, self.num_heads, self.num_layers, self.d_ff,
-                      self.dropout_rate, self.max_len, self.positions,
-                      name='encoder')(inputs, train=train)
-    r, weights = KeyValueMemory(self.memory_slots, self.value_size, name='memory')(
-        h, return_weights=True)
-    logits = nn.Dense(self.output_size, name='readout')(jnp.concatenate([h, r], axis=-1))
+  def setup(self):
+    super().setup()
+    self.memory = KeyValueMemory(self.memory_slots, self.value_size)
+
+  def head(self, h: jax.Array):
+    """h [..., d_model] -> (logits [..., output_size], {'memory_weights': [..., N]})."""
+    r, weights = self.memory(h, return_weights=True)
+    logits = self.readout(jnp.concatenate([h, r], axis=-1))
     return logits, {'memory_weights': weights}

@@ -96,18 +96,20 @@ def sinusoidal_encoding(length: int, features: int, dtype=jnp.float32) -> Array:
 
 
 class LearnedPositionalEmbedding(nn.Module):
-  """Trained positional embedding table P [max_len, D]; `__call__(T)` returns P[:T] ([T, D])."""
+  """Trained positional embedding table P [max_len, D]; `__call__(T, offset=0)` returns
+  P[offset:offset + T] ([T, D]). `offset` may be traced (a KV cache's position); a
+  traced offset is not range-checked, and jax clamps it to max_len − T."""
 
   max_len: int
   features: int
   embedding_init: nn.initializers.Initializer = nn.initializers.normal(stddev=0.02)
 
   @nn.compact
-  def __call__(self, length: int) -> Array:
+  def __call__(self, length: int, offset: int | Array = 0) -> Array:
     if length > self.max_len:
       raise ValueError(f'sequence length {length} exceeds max_len {self.max_len}')
     table = self.param('embedding', self.embedding_init, (self.max_len, self.features))
-    return table[:length]
+    return jax.lax.dynamic_slice_in_dim(table, offset, length)
 
 
 class MultiHeadAttention(nn.Module):
@@ -125,6 +127,15 @@ class MultiHeadAttention(nn.Module):
   -> [B, Tq, D_out], D_out = out_features or D_q. The weights [B, H, Tq, Tk]
   are sown to the 'intermediates' collection as `attention_weights`.
 
+  Incremental (autoregressive) self-attention: pass `cache`, a dict from
+  `init_cache` with `key` [B, h, L, d_k], `value` [B, h, L, d_v] and `index`
+  (int32 [], the number of steps already stored). The Tq new steps' keys and
+  values are written at slots index..index+Tq−1, query i attends to slots
+  0..index+i (its prefix and itself: the cache is causal by construction, and
+  `mask`, if given, must broadcast to [B, Tq, L]), and the call returns
+  (output, cache with index + Tq). Writing past slot L−1 is not checked under
+  jit (jax clamps the slot); size the cache for the whole sequence.
+
   `attention_fn` computes the per-head attention; pass
   `functools.partial(memflax.nn.sparse.sparse_dot_product_attention, m=M)` for
   top-M sparse attention.
@@ -136,18 +147,31 @@ class MultiHeadAttention(nn.Module):
   use_bias: bool = False
   attention_fn: Callable | None = None
 
+  def resolved_head_dim(self, features: int) -> int:
+    """d_k = d_v for inputs of width `features`."""
+    if self.head_dim is not None:
+      return self.head_dim
+    if features % self.num_heads:
+      raise ValueError(f'width {features} is not divisible by num_heads {self.num_heads}; '
+                       'set head_dim explicitly')
+    return features // self.num_heads
+
+  def init_cache(self, batch_size: int, max_length: int, features: int,
+                 dtype=jnp.float32) -> dict:
+    """Empty self-attention cache for inputs of width `features` (see the class docstring)."""
+    shape = (batch_size, self.num_heads, max_length, self.resolved_head_dim(features))
+    return {'key': jnp.zeros(shape, dtype), 'value': jnp.zeros(shape, dtype),
+            'index': jnp.zeros((), jnp.int32)}
+
   @nn.compact
   def __call__(self, inputs_q: Array, inputs_kv: Array | None = None,
-               mask: Array | None = None) -> Array:
+               mask: Array | None = None, cache: dict | None = None):
+    if cache is not None and inputs_kv is not None:
+      raise ValueError('a cache is for self-attention only; pass inputs_kv=None')
     if inputs_kv is None:
       inputs_kv = inputs_q
     features = inputs_q.shape[-1]
-    head_dim = self.head_dim
-    if head_dim is None:
-      if features % self.num_heads:
-        raise ValueError(f'width {features} is not divisible by num_heads {self.num_heads}; '
-                         'set head_dim explicitly')
-      head_dim = features // self.num_heads
+    head_dim = self.resolved_head_dim(features)
 
     def project(x, name):
       y = nn.Dense(self.num_heads * head_dim, use_bias=self.use_bias, name=name)(x)
@@ -157,12 +181,32 @@ class MultiHeadAttention(nn.Module):
     q = project(inputs_q, 'query')
     k = project(inputs_kv, 'key')
     v = project(inputs_kv, 'value')
+    if cache is not None:
+      k, v, mask, cache = _append_to_cache(cache, k, v, mask)
     if mask is not None:
       mask = jnp.expand_dims(mask, -3)
     heads, weights = (self.attention_fn or dot_product_attention)(q, k, v, mask)
     self.sow('intermediates', 'attention_weights', weights)
     concat = jnp.swapaxes(heads, -2, -3).reshape(*heads.shape[:-3], heads.shape[-2], -1)
-    return nn.Dense(self.out_features or features, use_bias=self.use_bias, name='out')(concat)
+    out = nn.Dense(self.out_features or features, use_bias=self.use_bias, name='out')(concat)
+    return out if cache is None else (out, cache)
+
+
+def _append_to_cache(cache: dict, k: Array, v: Array, mask: Array | None):
+  """Writes k, v [B, h, Tq, d] at the cache's index; returns the whole cache's keys and
+  values [B, h, L, d], the mask [..., Tq, L] that hides the slots after each query's
+  own position, and the advanced cache."""
+  index = cache['index']
+  key = jax.lax.dynamic_update_slice_in_dim(cache['key'], k.astype(cache['key'].dtype),
+                                            index, axis=-2)
+  value = jax.lax.dynamic_update_slice_in_dim(cache['value'], v.astype(cache['value'].dtype),
+                                              index, axis=-2)
+  steps, length = k.shape[-2], key.shape[-2]
+  # Query i sits at position index + i; later slots are empty or (within this
+  # call) in its future, and get weight exactly 0, as under `causal_mask`.
+  visible = jnp.arange(length)[None, :] <= index + jnp.arange(steps)[:, None]
+  mask = visible if mask is None else mask & visible
+  return key, value, mask, {'key': key, 'value': value, 'index': index + steps}
 
 
 class FeedForward(nn.Module):
@@ -191,6 +235,10 @@ class EncoderBlock(nn.Module):
   Pass `mask=causal_mask(T)` for a causal (decoder-only) stack.
   Shapes: x [B, T, D], mask bool broadcastable to [B, T, T] -> [B, T, D].
   Dropout draws from the 'dropout' rng when `train`.
+
+  Incremental decoding: with `cache` (from `init_cache`, see MultiHeadAttention)
+  x holds the next T steps, attention is causal over the cached prefix and the
+  call returns (y [B, T, D], the advanced cache).
   """
 
   num_heads: int
@@ -198,14 +246,25 @@ class EncoderBlock(nn.Module):
   dropout_rate: float = 0.0
   head_dim: int | None = None
 
+  def init_cache(self, batch_size: int, max_length: int, features: int,
+                 dtype=jnp.float32) -> dict:
+    """Empty self-attention cache for a block of width `features`."""
+    return MultiHeadAttention(self.num_heads, self.head_dim, parent=None).init_cache(
+        batch_size, max_length, features, dtype)
+
   @nn.compact
-  def __call__(self, x: Array, mask: Array | None = None, train: bool = False) -> Array:
+  def __call__(self, x: Array, mask: Array | None = None, train: bool = False,
+               cache: dict | None = None):
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
     h = nn.LayerNorm(name='attention_norm')(x)
-    h = MultiHeadAttention(self.num_heads, self.head_dim, name='attention')(h, mask=mask)
+    h = MultiHeadAttention(self.num_heads, self.head_dim, name='attention')(h, mask=mask,
+                                                                              cache=cache)
+    if cache is not None:
+      h, cache = h
     x = x + dropout(h)
     h = FeedForward(self.d_ff, name='ffn')(nn.LayerNorm(name='ffn_norm')(x))
-    return x + dropout(h)
+    x = x + dropout(h)
+    return x if cache is None else (x, cache)
 
 
 class DecoderBlock(nn.Module):

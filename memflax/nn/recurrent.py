@@ -111,27 +111,50 @@ CELLS = {'rnn': RNNCell, 'lstm': LSTMCell, 'gru': GRUCell}
 class RecurrentStack(nn.Module):
   """Several cells of one kind stacked in depth, scanned over time with `nn.scan`.
 
-  Shapes: inputs [B, T, D] -> outputs [B, T, H] (the top layer's hidden states).
+  Shapes: inputs [B, T, D] -> outputs [B, T, H] (the top layer's hidden states);
+  with `return_carry=True`, -> (final carry, outputs).
+
+  The carry is a tuple with one entry per layer (layer 0 first), each that
+  cell's carry: h [B, H] for 'rnn' and 'gru', and `(c, h)` for 'lstm' — cell
+  state first, the reverse of torch.nn.LSTM's `(h_n, c_n)`, which also stacks
+  the layers on a leading axis: torch `(h_n[l], c_n[l])` is our `carry[l][::-1]`.
+  Passing a run's final carry as the next run's `initial_carry` continues the
+  sequence exactly (stateful generation; truncated BPTT with
+  `jax.lax.stop_gradient` on the carry between segments).
   """
 
   cell: str
   features: int
   num_layers: int = 1
 
-  @nn.compact
-  def __call__(self, inputs: Array) -> Array:
+  def _cell_class(self) -> type[nn.Module]:
     if self.cell not in CELLS:
       raise ValueError(f'unknown cell {self.cell!r}; choose one of {sorted(CELLS)}')
-    batch = inputs.shape[:1]
+    return CELLS[self.cell]
+
+  def initial_carry(self, batch_shape: Sequence[int]) -> tuple:
+    """The all-zeros carry: a tuple of `num_layers` cell carries for batch `batch_shape`."""
+    # Carries hold no params, so an unbound cell can build them.
+    cell = self._cell_class()(self.features, parent=None)
+    return tuple(cell.initial_carry(tuple(batch_shape)) for _ in range(self.num_layers))
+
+  @nn.compact
+  def __call__(self, inputs: Array, *, initial_carry: tuple | None = None,
+               return_carry: bool = False):
+    if initial_carry is None:
+      initial_carry = self.initial_carry(inputs.shape[:1])
+    if len(initial_carry) != self.num_layers:
+      raise ValueError(f'initial_carry has {len(initial_carry)} layers, expected {self.num_layers}')
     x = inputs
+    final_carry = []
     for layer in range(self.num_layers):
       scanned = nn.scan(
-          CELLS[self.cell],
+          self._cell_class(),
           variable_broadcast='params',
           split_rngs={'params': False},
           in_axes=1,
           out_axes=1,
       )(self.features, name=f'layer_{layer}')
-      carry = CELLS[self.cell](self.features, parent=None).initial_carry(batch)
-      _, x = scanned(carry, x)
-    return x
+      carry, x = scanned(initial_carry[layer], x)
+      final_carry.append(carry)
+    return (tuple(final_carry), x) if return_carry else x
