@@ -14,7 +14,8 @@ from absl import app, flags, logging
 flags.DEFINE_string('workdir', None, 'Workdir of a training run.')
 flags.DEFINE_string('lengths', None, 'Comma-separated sequence lengths to test, e.g. 10,20,40 '
                     '(default: the stored eval.lengths).')
-flags.DEFINE_integer('num_sequences', None, 'Sequences per length (default: eval.num_sequences).')
+flags.DEFINE_integer('num_sequences', None, 'Sequences per length (default: eval.num_sequences); '
+                     'for a language model, the validation windows scored (default: all).')
 flags.DEFINE_integer('plot_length', None, 'Size of the example drawn in the PNGs (default: 40 '
                      'or the largest evaluated size, whichever is smaller).')
 flags.DEFINE_integer('profile_sequences', 200, 'Sequences per point of the memory profile.')
@@ -52,6 +53,9 @@ def main(argv):
     trainer, params, step = evaluate.restore(FLAGS.workdir)
   workdir = evaluate.workdir_lib.resolve(FLAGS.workdir)
   config = trainer.config
+  if trainer.host_fed:
+    _evaluate_language_model(evaluate, trainer, params, step, workdir)
+    return
   lengths = lengths or [int(n) for n in config.eval.lengths]
   num_sequences = FLAGS.num_sequences or config.eval.num_sequences
   try:  # a size the task cannot make (e.g. more MQAR pairs than fit) is the user's error
@@ -80,6 +84,15 @@ def main(argv):
   print(f'step {step}: ' + ', '.join(f'{task.size_name} {n}: {metric} {r[metric]:.3f}'
                                      for n, r in results.items()))
   print(f'wrote {workdir / "eval.json"} and ' + ', '.join(str(p) for p in pngs))
+
+
+def _evaluate_language_model(evaluate, trainer, params, step, workdir):
+  result = evaluate.language_model_eval(trainer, params, max_windows=FLAGS.num_sequences)
+  (workdir / 'eval.json').write_text(json.dumps({'lm': result}, indent=2) + '\n')
+  print(f'step {step}: validation {result["val_bits_per_byte"]:.3f} bits/byte, bigram baseline '
+        f'{result["bigram_bits_per_byte"]:.3f} bits/byte ({result["num_windows"]} windows of '
+        f'{trainer.task.seq_length} bytes)')
+  print(f'wrote {workdir / "eval.json"}')
 
 
 if __name__ == '__main__':

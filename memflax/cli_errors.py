@@ -10,11 +10,13 @@ from absl import flags
 
 from memflax.checkpoint import IncompatibleCheckpointError
 from memflax.config_checks import ConfigError
+from memflax.data.corpus_files import CorpusError
 from memflax.workdir import WorkdirError
 
 # Exit codes: 0 = done (or --help); 2 = the request is wrong (flags, config, workdir);
 # 3 = the run diverged.
-USER_ERRORS = (ConfigError, IncompatibleCheckpointError, WorkdirError, FileNotFoundError)
+USER_ERRORS = (ConfigError, IncompatibleCheckpointError, WorkdirError, CorpusError,
+               FileNotFoundError)
 HELP_FLAGS = ('--help', '-h', '-?', '--helpshort', '--helpfull')
 
 

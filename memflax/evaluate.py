@@ -15,6 +15,7 @@ import ml_collections
 import numpy as np
 
 from memflax import workdir as workdir_lib
+from memflax.data.bits import bigram_bits_per_byte, bigram_counts
 from memflax.checkpoint import Checkpointer, stored_config
 from memflax.train import Trainer
 
@@ -91,3 +92,17 @@ def trace_one(trainer: Trainer, params, length: int, seed: int = 0) -> dict[str,
     out['outputs'] = np.asarray(jax.nn.sigmoid(logits[0]))
   out.update({k: np.asarray(v[0]) for k, v in traces.items()})
   return out
+
+
+def language_model_eval(trainer: Trainer, params, max_windows: int | None = None) -> dict:
+  """Validation bits per byte of a byte-level LM and of the add-one bigram model fitted on
+  the same training split, on the same windows (all of them, or the first max_windows):
+  {'val_bits_per_byte', 'bigram_bits_per_byte', 'val_accuracy', 'num_windows'}."""
+  corpus, seq_len = trainer.data, trainer.task.seq_length
+  model = trainer.validation_metrics(params, max_windows)
+  windows = (w for w in corpus.validation_batches(1024, seq_len))
+  if max_windows is not None:
+    windows = corpus.validation_batches(1, seq_len, max_batches=max_windows)
+  bigram = bigram_bits_per_byte(bigram_counts(corpus.chunks('train')), windows)
+  return dict(val_bits_per_byte=float(model['bits_per_byte']), bigram_bits_per_byte=bigram,
+              val_accuracy=float(model['accuracy']), num_windows=int(model['num_windows']))

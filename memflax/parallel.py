@@ -56,3 +56,11 @@ def data_parallel(per_device_fn: Callable, mesh: Mesh, out_specs=(P(), P())) -> 
   # Replication of the outputs is guaranteed by the explicit pmeans instead.
   return jax.shard_map(per_device_fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
                        out_specs=out_specs, check_vma=False)
+
+
+def global_batch(local_rows, mesh: Mesh) -> jax.Array:
+  """This process's rows of a global batch (numpy [B/P, ...]) -> one array [B, ...] split
+  over `data`. Every process passes its own block of rows, in process order."""
+  sharding = batch_sharded(mesh)
+  global_shape = (local_rows.shape[0] * jax.process_count(), *local_rows.shape[1:])
+  return jax.make_array_from_process_local_data(sharding, local_rows, global_shape)

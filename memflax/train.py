@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import functools
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,13 @@ import flax
 import flax.struct
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from memflax import config_checks, models, parallel, progress_log, tasks
 from memflax import workdir as workdir_lib
 from memflax.checkpoint import Checkpointer, check_compatible
+from memflax.data.from_config import corpus_for
 from memflax.metric_writer import MetricWriter
 
 
@@ -91,22 +94,27 @@ def make_optimizer(config) -> optax.GradientTransformation:
 class Trainer:
   """The compiled pieces of one run: model, task, optimizer, mesh, step functions."""
 
-  def __init__(self, config):
+  def __init__(self, config, data=None):
     self.config = config
     self.mesh = parallel.make_mesh()
     self.task = tasks.build(config.task)
+    # Host-fed tasks (text) read their batches from a dataset; the rest make them on device.
+    self.host_fed = getattr(self.task, 'host_fed', False)
+    self.data = (data if data is not None else corpus_for(config)) if self.host_fed else None
     self.model = models.build(config.model, self.task.output_size)
     self.optimizer = make_optimizer(config)
     root = jax.random.PRNGKey(config.seed)
     self.init_key, self.data_key, self.dropout_key, self.eval_key = jax.random.split(root, 4)
     self._replicated = parallel.replicated(self.mesh)
     self._batch_sharded = parallel.batch_sharded(self.mesh)
+    self._sums = None  # compiled on first use by validation_metrics
 
   # ---------------------------------------------------------------- State
   def init_state(self) -> TrainState:
     @functools.partial(jax.jit, out_shardings=self._replicated)
     def init():
-      probe = self.task.make_batch(self.data_key, 1)['inputs']
+      probe = jax.eval_shape(lambda: self.task.make_batch(self.data_key, 1)['inputs'])
+      probe = jnp.zeros(probe.shape, probe.dtype)  # parameters depend on shapes only
       params = self.model.init(self.init_key, probe)['params']
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                         opt_state=self.optimizer.init(params), rng=self.dropout_key,
@@ -149,17 +157,34 @@ class Trainer:
     return new_state, metrics
 
   def make_train_step(self):
-    """state -> (state, metrics); the batch for step s is made on device from (seed, s)."""
+    """(state, *step_inputs(state.step)) -> (state, metrics).
+
+    The batch of step s is a pure function of (seed, s): made on device from
+    fold_in(data_key, s), or, for host-fed tasks, from the bytes the host read for s.
+    """
     sharded_step = parallel.data_parallel(self._per_device_step, self.mesh)
 
     @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state):
-      batch = self.task.make_batch(jax.random.fold_in(self.data_key, state.step),
-                                   self.config.batch_size)
+    def train_step(state, tokens=None):
+      if tokens is None:
+        batch = self.task.make_batch(jax.random.fold_in(self.data_key, state.step),
+                                     self.config.batch_size)
+      else:
+        batch = self.task.batch_from_tokens(tokens)
       batch = jax.lax.with_sharding_constraint(batch, self._batch_sharded)
       return sharded_step(state, batch)
 
     return train_step
+
+  def step_inputs(self, step: int) -> tuple:
+    """What train_step needs besides the state to take step `step` (0-based): nothing,
+    or this process's rows of the step's corpus windows as one global array."""
+    if not self.host_fed:
+      return ()
+    rows = self.data.batch_for_step(self.config.seed, step, self.config.batch_size,
+                                    self.task.seq_length, jax.process_index(),
+                                    jax.process_count())
+    return (parallel.global_batch(rows, self.mesh),)
 
   def make_eval_step(self, num_sequences: int, key: jax.Array, **batch_kwargs):
     """params -> mean metrics over `num_sequences` fixed sequences drawn from `key`.
@@ -182,6 +207,49 @@ class Trainer:
 
     return eval_step
 
+  def make_evaluator(self, num_sequences: int, params):
+    """params -> {metric: float} on `num_sequences` fixed held-out sequences: drawn from
+    eval_key, or for host-fed tasks the first windows of the validation split. Compiled
+    ahead for `params`' shapes where the batch is made on device."""
+    if not self.host_fed:
+      step = self.make_eval_step(num_sequences, self.eval_key).lower(params).compile()
+      return lambda params: {k: float(v) for k, v in jax.device_get(step(params)).items()}
+    return functools.partial(self.validation_metrics, max_windows=num_sequences)
+
+  def validation_metrics(self, params, max_windows: int | None = None) -> dict[str, float]:
+    """Means over the validation split's windows in order (all of them, or the first
+    `max_windows`), each target byte once: {'loss', 'bits_per_byte', 'accuracy',
+    'num_windows'}."""
+    if self._sums is None:
+      def sums(params, tokens, row_mask):
+        batch = self.task.batch_from_tokens(tokens, row_mask)
+        logits, _ = self.model.apply({'params': params}, batch['inputs'])
+        hits = (jnp.argmax(logits, -1) == batch['targets']) * batch['mask']
+        return (jnp.sum(self.task.token_losses(logits, batch)), jnp.sum(batch['mask']),
+                jnp.sum(hits))
+      self._sums = jax.jit(sums)
+    size = self.config.batch_size
+    per = size // jax.process_count()
+    mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+    totals, windows = np.zeros(3), 0
+    max_batches = None if max_windows is None else -(-max_windows // size)
+    for tokens in self.data.validation_batches(size, self.task.seq_length, max_batches):
+      rows = len(tokens)
+      if max_windows is not None:
+        rows = min(rows, max_windows - windows)
+      # Pad a short last batch to the compiled shape; padded rows are masked out.
+      padded = np.zeros((size, tokens.shape[1]), np.uint8)
+      padded[:rows] = tokens[:rows]
+      row_mask = (np.arange(size) < rows).astype(np.float32)
+      out = self._sums(params, parallel.global_batch(padded[mine], self.mesh),
+                       parallel.global_batch(row_mask[mine], self.mesh))
+      totals += np.asarray(jax.device_get(out), np.float64)
+      windows += rows
+    nats, count, hits = totals
+    loss = nats / max(count, 1.0)
+    return dict(loss=loss, bits_per_byte=loss / math.log(2), accuracy=hits / max(count, 1.0),
+                num_windows=windows)
+
 
 # ------------------------------------------------------------------ Loop
 def train_and_evaluate(config, workdir: str | Path) -> TrainState:
@@ -195,15 +263,18 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
   config_checks.validate(config, jax.device_count())
   config_dict = config_to_dict(config)
   check_compatible(workdir, config_dict)
+  # A text corpus is built (or found) before the workdir is touched: a bad corpus
+  # leaves nothing behind.
+  data = corpus_for(config) if getattr(tasks.build(config.task), 'host_fed', False) else None
 
   workdir.mkdir(parents=True, exist_ok=True)
   with workdir_lib.RunLock(workdir, jax.process_index()):
-    return _train(config, config_dict, workdir)
+    return _train(Trainer(config, data), config_dict, workdir)
 
 
-def _train(config, config_dict: dict, workdir: Path) -> TrainState:
+def _train(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
+  config = trainer.config
   is_main = jax.process_index() == 0
-  trainer = Trainer(config)
   writer = MetricWriter(workdir)
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
   try:
@@ -219,9 +290,9 @@ def _train(config, config_dict: dict, workdir: Path) -> TrainState:
              f'device(s), {jax.process_count()} process(es), {where}')
 
     compile_start = time.perf_counter()
-    train_step = trainer.make_train_step().lower(state).compile()
-    eval_step = trainer.make_eval_step(config.eval.num_sequences,
-                                       trainer.eval_key).lower(state.params).compile()
+    train_step = trainer.make_train_step().lower(
+        state, *trainer.step_inputs(start)).compile()
+    evaluate = trainer.make_evaluator(config.eval.num_sequences, state.params)
     writer.write(start, compile_s=time.perf_counter() - compile_start)
 
     total = config.num_train_steps
@@ -232,7 +303,7 @@ def _train(config, config_dict: dict, workdir: Path) -> TrainState:
     last_eval = {}
     in_flight = collections.deque()
     for step in range(start + 1, total + 1):
-      state, metrics = train_step(state)
+      state, metrics = train_step(state, *trainer.step_inputs(step - 1))
       in_flight.append(metrics)
       if len(in_flight) > MAX_STEPS_IN_FLIGHT:
         jax.block_until_ready(in_flight.popleft())  # waits on device; copies nothing
@@ -246,14 +317,15 @@ def _train(config, config_dict: dict, workdir: Path) -> TrainState:
         now = time.perf_counter()
         rate = (step - last_step) / max(now - last_time, 1e-9)
         last_time, last_step = now, step
-        writer.write(step, loss=host['loss'], bit_errors_per_seq=host.get('bit_errors_per_seq'),
+        task_metrics = {k: v for k, v in host.items()
+                        if k not in ('loss', 'grad_norm', 'param_norm', 'nonfinite')}
+        writer.write(step, loss=host['loss'], **task_metrics,
                      grad_norm=host['grad_norm'], param_norm=host['param_norm'],
                      steps_per_sec=rate, sequences_per_sec=rate * config.batch_size,
                      train_time_s=train_time())
         log.update(step, loss=float(host['loss']), steps_per_sec=rate)
       if step % config.eval_every_steps == 0 or final:
-        last_eval = {f'eval_{k}': float(v)
-                     for k, v in jax.device_get(eval_step(state.params)).items()}
+        last_eval = {f'eval_{k}': v for k, v in evaluate(state.params).items()}
         writer.write(step, **last_eval)
         log.event(step, last_eval)
       if save_now:

@@ -17,13 +17,16 @@ and deletes it when generation raises; a build killed outright can leave an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import tempfile
 from collections.abc import Iterable, Sequence
 
+import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging as absl_logging
 
 from memflax.data import corpus_files
 from memflax.data.byte_batches import ByteCorpus
@@ -94,6 +97,19 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       yield index, {'bytes': np.frombuffer(pending, np.uint8)}
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS warns on every custom config and draws progress bars while building: noise in a
+  log. load_text_corpus prints one line of its own instead."""
+  verbosity = absl_logging.get_verbosity()
+  absl_logging.set_verbosity(absl_logging.ERROR)
+  tfds.display_progress_bar(False)
+  try:
+    yield
+  finally:
+    absl_logging.set_verbosity(verbosity)
+
+
 def load_text_corpus(paths: str | Sequence[str] | None = None, *,
                      data_dir: str | os.PathLike | None = None,
                      suffixes: Sequence[str] = ('.py',),
@@ -121,7 +137,8 @@ def load_text_corpus(paths: str | Sequence[str] | None = None, *,
       documents=tuple(documents), record_length=record_length)
 
   def make_builder():
-    return TextCorpus(config=config, data_dir=data_dir, file_format='array_record')
+    with _quiet_tfds():
+      return TextCorpus(config=config, data_dir=data_dir, file_format='array_record')
 
   builder = make_builder()
   built = not (builder.data_path / 'dataset_info.json').exists()
@@ -129,10 +146,16 @@ def load_text_corpus(paths: str | Sequence[str] | None = None, *,
     # Downloads dir: TFDS makes one even with nothing to download; keep data_dir clean.
     with tempfile.TemporaryDirectory() as downloads:
       try:
-        builder.download_and_prepare(download_dir=downloads)
+        with _quiet_tfds():
+          builder.download_and_prepare(download_dir=downloads)
       except OSError:
         # A concurrent build of the same sources won the final rename: use its result.
         if not (builder.data_path / 'dataset_info.json').exists():
           raise
         builder, built = make_builder(), False
-  return ByteCorpus.from_builder(builder, built=built)
+  corpus = ByteCorpus.from_builder(builder, built=built)
+  if built and jax.process_index() == 0:
+    print(f'memflax: built the text corpus ({corpus.num_bytes["train"]:,} training bytes, '
+          f'{corpus.num_bytes["validation"]:,} validation bytes) in {builder.data_path}',
+          flush=True)
+  return corpus
