@@ -130,3 +130,28 @@ def test_eight_devices_match_one_on_text(lm_run, tmp_path):
   assert one['loss'] < math.log(256)
   assert eight['loss'] == pytest.approx(one['loss'], rel=1e-4)
   assert eight['grad_norm'] == pytest.approx(one['grad_norm'], rel=1e-3)
+
+
+def test_sample_is_deterministic_under_a_seed(lm_run):
+  workdir, _ = lm_run
+  args = ['sample.py', f'--workdir={workdir}', '--prompt=def ', '--length=60']
+  first, again = run_cli(*args, '--seed=3'), run_cli(*args, '--seed=3')
+  other = run_cli(*args, '--seed=4')
+  assert first.returncode == 0, first.stderr
+  assert first.stdout == again.stdout != other.stdout
+  assert first.stdout.startswith('def ')
+  greedy = run_cli(*args, '--temperature=0')
+  assert greedy.returncode == 0 and greedy.stdout == run_cli(*args, '--top_k=1').stdout
+
+
+@pytest.mark.parametrize('args, expected', [
+    (['--prompt='], '--prompt is empty'),
+    (['--length=0'], '--length must be a positive integer'),
+    (['--length=600'], "exceeds the model's max_len"),
+])
+def test_sample_bad_input_is_one_line(lm_run, args, expected):
+  workdir, _ = lm_run
+  proc = run_cli('sample.py', f'--workdir={workdir}', *args)
+  assert proc.returncode == 2
+  lines = error_lines(proc)
+  assert len(lines) == 1 and expected in lines[0], lines
