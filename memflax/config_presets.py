@@ -93,7 +93,7 @@ TASKS = {
 # Byte-level LM sizes, chosen to train to their README figure in under 15 minutes on a
 # 2-core CPU (larger variants are for GPU/TPU).
 LM_MODELS = {
-    'lstm': dict(hidden_size=512, num_layers=1),
+    'lstm': dict(hidden_size=256, num_layers=1),
     'transformer': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512),
     'kv_memory_transformer': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512,
                                   memory_slots=256, value_size=128),

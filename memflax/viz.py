@@ -55,3 +55,21 @@ def plot_profile(profile: dict, path: str | Path, title: str = '') -> None:
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
+
+
+def plot_curves(curves: dict[str, list], path: str | Path, xlabel: str = '', ylabel: str = '',
+                title: str = '') -> None:
+  """Learning curves: {label: [(x, y), ...]}, one line each (e.g. held-out error against
+  training sequences for several runs)."""
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  for label, points in curves.items():
+    if points:
+      xs, ys = zip(*points)
+      ax.plot(xs, ys, label=label)
+  ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+  ax.grid(alpha=0.3)
+  if curves:
+    ax.legend(fontsize='small')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
