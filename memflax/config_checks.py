@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from memflax import models, tasks
+from memflax.curriculum import KINDS
 
 OPTIMIZERS = ('adam', 'rmsprop')
 SCHEDULES = ('constant', 'cosine')
@@ -61,6 +62,22 @@ def validate(config, num_devices: int) -> None:
   if hasattr(task, 'min_length'):
     _require(task.min_length <= task.max_length,
              f'task.min_length ({task.min_length}) exceeds task.max_length ({task.max_length})')
+
+  curriculum = config.curriculum
+  _require(curriculum.kind in KINDS,
+           f'curriculum.kind must be one of {KINDS}, got {curriculum.kind!r}')
+  if curriculum.kind == 'grow':
+    _require(hasattr(task, 'curriculum_field'),
+             f'curriculum.kind=grow needs a task with a size range to grow; task '
+             f'{config.task.name!r} has none')
+    _require(isinstance(curriculum.start, int) and curriculum.start >= 1,
+             f'curriculum.start must be an integer >= 1, got {curriculum.start!r}')
+    _require(isinstance(curriculum.increment, int) and curriculum.increment >= 1,
+             f'curriculum.increment must be an integer >= 1, got {curriculum.increment!r}')
+    _require(isinstance(curriculum.min_steps, int) and curriculum.min_steps >= 1,
+             f'curriculum.min_steps must be an integer >= 1, got {curriculum.min_steps!r}')
+    _require(0 <= curriculum.decay < 1,
+             f'curriculum.decay must be in [0, 1), got {curriculum.decay}')
 
   for key in ('batch_size', 'num_train_steps', 'checkpoint_every_steps', 'eval_every_steps',
               'log_every_steps', 'keep_checkpoints'):

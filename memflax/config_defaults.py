@@ -23,6 +23,13 @@ def harness_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 250
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
+  c.curriculum = ml_collections.ConfigDict()
+  c.curriculum.kind = 'fixed'      # 'fixed': the task's whole range | 'grow' (memflax.curriculum)
+  c.curriculum.start = 2           # 'grow': first cap on the task's size (e.g. copy's max_length)
+  c.curriculum.increment = 1       # raise the cap by this much ...
+  c.curriculum.threshold = 1.0     # ... when the running training metric is this good
+  c.curriculum.min_steps = 100     # after at least this many steps at the current cap
+  c.curriculum.decay = 0.98        # of the running average of the training metric
   c.eval = ml_collections.ConfigDict()
   c.eval.num_sequences = 1_000
   c.eval.lengths = (10, 20, 40, 80)

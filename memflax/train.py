@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 from memflax import config_checks, models, parallel, progress_log, tasks
+from memflax import curriculum as curriculum_lib
 from memflax import workdir as workdir_lib
 from memflax.checkpoint import Checkpointer, check_compatible
 from memflax.data.from_config import corpus_for
@@ -55,6 +56,7 @@ class TrainState:
   opt_state: Any
   rng: jax.Array
   nonfinite: jax.Array
+  curriculum: dict  # memflax.curriculum state (constant when curriculum.kind is 'fixed')
 
 
 def config_to_dict(config) -> dict:
@@ -100,6 +102,7 @@ class Trainer:
     self.task = tasks.build(config.task)
     # Host-fed tasks (text) read their batches from a dataset; the rest make them on device.
     self.host_fed = getattr(self.task, 'host_fed', False)
+    self.growing = config.curriculum.kind == 'grow'  # a curriculum caps training sizes
     self.data = (data if data is not None else corpus_for(config)) if self.host_fed else None
     self.model = models.build(config.model, self.task.output_size)
     self.optimizer = make_optimizer(config)
@@ -118,7 +121,8 @@ class Trainer:
       params = self.model.init(self.init_key, probe)['params']
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                         opt_state=self.optimizer.init(params), rng=self.dropout_key,
-                        nonfinite=jnp.zeros((), bool))
+                        nonfinite=jnp.zeros((), bool),
+                        curriculum=curriculum_lib.initial_state(self.config))
     return init()
 
   def abstract_state(self) -> TrainState:
@@ -149,9 +153,16 @@ class Trainer:
     bad = state.nonfinite | ~(jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm)
                               & finite_params)
     keep = functools.partial(jax.tree.map, lambda old, new: jnp.where(bad, old, new))
+    curriculum = state.curriculum
+    if self.growing:  # metrics are pmean'd, so every device grows alike
+      metrics['curriculum_level'] = state.curriculum['level']
+      curriculum = curriculum_lib.update(
+          curriculum, metrics[self.task.primary_metric], self.config,
+          self.task.higher_is_better, getattr(self.task, self.task.curriculum_field))
     new_state = state.replace(step=jnp.where(bad, state.step, state.step + 1),
                               params=keep(state.params, params),
-                              opt_state=keep(state.opt_state, opt_state), nonfinite=bad)
+                              opt_state=keep(state.opt_state, opt_state), nonfinite=bad,
+                              curriculum=keep(state.curriculum, curriculum))
     metrics.update(grad_norm=grad_norm, param_norm=optax.tree.norm(new_state.params),
                    nonfinite=bad)
     return new_state, metrics
@@ -167,8 +178,9 @@ class Trainer:
     @functools.partial(jax.jit, donate_argnums=0)
     def train_step(state, tokens=None):
       if tokens is None:
+        level = {'level': state.curriculum['level']} if self.growing else {}
         batch = self.task.make_batch(jax.random.fold_in(self.data_key, state.step),
-                                     self.config.batch_size)
+                                     self.config.batch_size, **level)
       else:
         batch = self.task.batch_from_tokens(tokens)
       batch = jax.lax.with_sharding_constraint(batch, self._batch_sharded)

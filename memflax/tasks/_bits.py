@@ -22,3 +22,8 @@ def bce_and_bit_errors(logits: jax.Array, targets: jax.Array,
   loss = jnp.mean(jnp.sum(per_bit, axis=(1, 2)) / bits_per_seq)
   errors = jnp.abs((logits > 0).astype(jnp.float32) - targets) * mask
   return loss, {'loss': loss, 'bit_errors_per_seq': jnp.mean(jnp.sum(errors, axis=(1, 2)))}
+
+
+def capped(lo: int, hi: int, level):
+  """The largest size to draw: hi, or a curriculum's traced level clipped to [lo, hi]."""
+  return hi if level is None else jnp.clip(level, lo, hi)

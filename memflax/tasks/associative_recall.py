@@ -30,7 +30,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from memflax.tasks._bits import bce_and_bit_errors
+from memflax.tasks._bits import bce_and_bit_errors, capped
 
 Array = jax.Array
 
@@ -46,6 +46,7 @@ class Task:
   primary_metric = 'bit_errors_per_seq'
   higher_is_better = False
   range_fields = ('min_items', 'max_items')
+  curriculum_field = 'max_items'  # what a curriculum level caps
   size_name = 'items'  # what probe(size) varies, for tables and plots
   smallest_size = 2  # the queried item needs a successor
 
@@ -70,8 +71,9 @@ class Task:
     return self.num_bits
 
   def make_batch(self, key: Array, batch_size: int, min_items: int | None = None,
-                 max_items: int | None = None) -> dict[str, Array]:
-    """Item counts uniform in [min_items, max_items], drawn per example.
+                 max_items: int | None = None, level: Array | None = None) -> dict[str, Array]:
+    """Item counts uniform in [min_items, max_items], drawn per example (capped at
+    `level`, a traced curriculum cap, when given; T stays the same).
 
     Returns inputs [B, T, num_bits+2], targets [B, T, num_bits], mask [B, T],
     num_items [B] and query [B] (the queried item's index), with
@@ -83,7 +85,8 @@ class Task:
     span = self.item_length + 1  # one delimiter plus the item
     num_steps = span * hi + 2 * self.item_length + 2
     count_key, query_key, bits_key = jax.random.split(key, 3)
-    num_items = jax.random.randint(count_key, (batch_size,), lo, hi + 1)
+    num_items = jax.random.randint(count_key, (batch_size,), lo,
+                                   capped(lo, hi, level) + 1)
     query = jax.random.randint(query_key, (batch_size,), 0, num_items - 1)
     items = jax.random.bernoulli(bits_key, 0.5, (batch_size, hi * self.item_length,
                                                  self.num_bits)).astype(jnp.float32)
@@ -121,3 +124,4 @@ def _check_items(lo: int, hi: int, lo_name: str, hi_name: str) -> None:
   if not 2 <= lo <= hi:
     raise ValueError(f'{lo_name} ({lo}) and {hi_name} ({hi}) must satisfy 2 <= min <= max '
                      f'(the queried item needs a successor)')
+

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from memflax.tasks._bits import capped
+
 Array = jax.Array
 
 
@@ -39,6 +41,7 @@ class Task:
   primary_metric = 'bit_errors_per_seq'
   higher_is_better = False
   range_fields = ('min_length', 'max_length')
+  curriculum_field = 'max_length'  # what a curriculum level caps
   size_name = 'length'  # what probe(size) varies, for tables and plots
 
   def probe(self, size: int) -> dict:
@@ -54,8 +57,9 @@ class Task:
     return self.num_bits
 
   def make_batch(self, key: Array, batch_size: int, min_length: int | None = None,
-                 max_length: int | None = None) -> dict[str, Array]:
-    """Random copy examples with lengths uniform in [min_length, max_length].
+                 max_length: int | None = None, level: Array | None = None) -> dict[str, Array]:
+    """Random copy examples with lengths uniform in [min_length, max_length] (capped at
+    `level`, a traced curriculum cap, when given; T stays the same).
 
     Returns inputs [B, T, num_bits+1], targets [B, T, num_bits], mask [B, T] and
     lengths [B], with T = 2·max_length + 1.
@@ -63,7 +67,7 @@ class Task:
     lo = self.min_length if min_length is None else min_length
     hi = self.max_length if max_length is None else max_length
     length_key, bits_key = jax.random.split(key)
-    lengths = jax.random.randint(length_key, (batch_size,), lo, hi + 1)
+    lengths = jax.random.randint(length_key, (batch_size,), lo, capped(lo, hi, level) + 1)
     bits = jax.random.bernoulli(bits_key, 0.5, (batch_size, hi, self.num_bits))
     bits = bits.astype(jnp.float32)
 
@@ -90,4 +94,5 @@ class Task:
     errors = jnp.abs((logits > 0).astype(jnp.float32) - batch['targets']) * mask
     bit_errors = jnp.mean(jnp.sum(errors, axis=(1, 2)))
     return loss, {'loss': loss, 'bit_errors_per_seq': bit_errors}
+
 

@@ -35,7 +35,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from memflax.tasks._bits import bce_and_bit_errors
+from memflax.tasks._bits import bce_and_bit_errors, capped
 
 Array = jax.Array
 
@@ -52,6 +52,7 @@ class Task:
   primary_metric = 'bit_errors_per_seq'
   higher_is_better = False
   range_fields = ('min_length', 'max_length', 'min_repeats', 'max_repeats')
+  curriculum_field = 'max_length'  # what a curriculum level caps
   size_name = 'length'  # what probe(size) varies, for tables and plots
 
   def probe(self, size: int) -> dict:
@@ -85,8 +86,9 @@ class Task:
 
   def make_batch(self, key: Array, batch_size: int, min_length: int | None = None,
                  max_length: int | None = None, min_repeats: int | None = None,
-                 max_repeats: int | None = None) -> dict[str, Array]:
-    """Lengths and repeat counts uniform in their ranges, drawn per example.
+                 max_repeats: int | None = None, level: Array | None = None) -> dict[str, Array]:
+    """Lengths and repeat counts uniform in their ranges, drawn per example (lengths
+    capped at `level`, a traced curriculum cap, when given; T stays the same).
 
     Returns inputs [B, T, num_bits+2], targets [B, T, num_bits+1], mask [B, T],
     lengths [B] and repeats [B], with T = max_length + 2 + max_length·max_repeats.
@@ -97,7 +99,7 @@ class Task:
     rhi = self.max_repeats if max_repeats is None else max_repeats
     num_steps = hi + 2 + hi * rhi
     length_key, repeat_key, bits_key = jax.random.split(key, 3)
-    lengths = jax.random.randint(length_key, (batch_size,), lo, hi + 1)
+    lengths = jax.random.randint(length_key, (batch_size,), lo, capped(lo, hi, level) + 1)
     repeats = jax.random.randint(repeat_key, (batch_size,), rlo, rhi + 1)
     bits = jax.random.bernoulli(bits_key, 0.5, (batch_size, hi, self.num_bits))
     bits = bits.astype(jnp.float32)
@@ -121,3 +123,4 @@ class Task:
   def loss_and_metrics(self, logits: Array, batch: dict[str, Array]) -> tuple[Array, dict]:
     """logits [B, T, num_bits+1] -> (loss, {'loss', 'bit_errors_per_seq'}), batch means."""
     return bce_and_bit_errors(logits, batch['targets'], batch['mask'])
+
