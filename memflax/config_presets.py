@@ -103,7 +103,7 @@ LM_MODELS = {
 def _lm_training(c):
   c.update(batch_size=32, learning_rate=2e-3, adam_b2=0.99, grad_clip_norm=1.0,
            lr_schedule='cosine', lr_warmup_steps=100, lr_final_fraction=0.05,
-           num_train_steps=3_000, log_every_steps=50, eval_every_steps=500,
+           num_train_steps=1_500, log_every_steps=50, eval_every_steps=250,
            checkpoint_every_steps=500)
   c.eval.num_sequences = 512  # validation windows per evaluation while training
   c.data = ml_collections.ConfigDict()
