@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import pytest
 
 from conftest import REPO, read_metrics
@@ -34,7 +35,12 @@ def test_every_model_has_a_copy_config():
 
 
 def test_ntm_and_lstm_have_a_config_for_every_task():
-  assert {f'{m}_{t}.py' for m in ('ntm', 'lstm') for t in tasks.available()} <= set(CONFIGS)
+  algorithmic = [t for t in tasks.available()
+                 if not getattr(tasks.build(ml_collections.ConfigDict({'name': t})), 'host_fed',
+                                False)]
+  assert len(algorithmic) == 6
+  assert {f'{m}_{t}.py' for m in ('ntm', 'lstm') for t in algorithmic} <= set(CONFIGS)
+  assert {f'{m}_lm.py' for m in ('lstm', 'transformer', 'kv_memory_transformer')} <= set(CONFIGS)
 
 
 def test_configs_compose_presets_instead_of_copying_settings():
