@@ -4,7 +4,8 @@
 
 Restores DIR's newest good checkpoint and prints the prompt and its continuation.
 The model steps once per new byte (an LSTM carry or a Transformer KV cache, inside
-one compiled scan); the same --seed gives the same text.
+one compiled scan); the same --seed gives the same text. A Transformer writes in
+windows of its training length (memflax.generate.generate_in_windows).
 """
 
 import sys
@@ -44,13 +45,15 @@ def main(argv):
     cli_errors.fail(f'{FLAGS.workdir} holds a {trainer.config.model.name} on '
                     f'{trainer.config.task.name}, not a byte-level language model that can '
                     'generate (configs/*_lm.py)')
-  max_len = getattr(trainer.model, 'max_len', None)
-  if max_len is not None and len(prompt) + FLAGS.length > max_len:
-    cli_errors.fail(f'prompt ({len(prompt)} bytes) + --length ({FLAGS.length}) exceeds the '
-                    f"model's max_len {max_len}")
-  tokens = generate.generate(trainer.model, params, np.frombuffer(prompt, np.uint8)[None],
-                             FLAGS.length, jax.random.PRNGKey(FLAGS.seed),
-                             temperature=FLAGS.temperature, top_k=FLAGS.top_k)
+  sampling = dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k)
+  prompt_tokens = np.frombuffer(prompt, np.uint8)[None]
+  key = jax.random.PRNGKey(FLAGS.seed)
+  if hasattr(trainer.model, 'max_len'):  # absolute positions: stay within the trained window
+    tokens = generate.generate_in_windows(trainer.model, params, prompt_tokens, FLAGS.length,
+                                          key, context=trainer.task.seq_length, **sampling)
+  else:  # a recurrent state carries on as far as asked
+    tokens = generate.generate(trainer.model, params, prompt_tokens, FLAGS.length, key,
+                               **sampling)
   text = bytes(np.asarray(tokens[0], np.uint8)).decode('utf-8', errors='replace')
   sys.stdout.write(text + '\n')
   print(f'[{trainer.config.model.name}, step {step}, {FLAGS.length} bytes, temperature '

@@ -100,3 +100,29 @@ def _generate(model, variables, prompt, num_new_tokens, key, temperature, top_k,
 
   _, new = jax.lax.scan(step, (state, prompt[:, 0]), (jnp.arange(total - 1), forced))
   return jnp.concatenate([prompt[:, :1], new.T], axis=1)
+
+
+def generate_in_windows(model: nn.Module, params: Any, prompt: Array, num_new_tokens: int,
+                        key: Array, context: int, **sampling) -> Array:
+  """`generate` for models trained on windows of `context` tokens (absolute positions):
+  past the window, predictions from positions never trained on fall apart, so once a
+  window is full the last context/2 tokens become the prompt of a fresh one. Within a
+  window every token is one decode step; each new window re-encodes context/2 tokens once.
+  All windows after the first have the same shapes, so they share one compilation.
+
+  prompt [B, P] int; returns [B, P + num_new_tokens], a pure function of the arguments.
+  """
+  keep = max(1, context // 2)
+  prompt = jnp.asarray(prompt)
+  window = prompt[:, -keep:] if prompt.shape[1] >= context else prompt
+  first = min(num_new_tokens, context - window.shape[1])
+  tokens = generate(model, params, window, first, jax.random.fold_in(key, 0), **sampling)
+  pieces, made, index = [prompt, tokens[:, window.shape[1]:]], first, 0
+  while made < num_new_tokens:
+    index += 1
+    count = min(context - keep, num_new_tokens - made)
+    tail = jnp.concatenate(pieces, axis=1)[:, -keep:]
+    more = generate(model, params, tail, count, jax.random.fold_in(key, index), **sampling)
+    pieces.append(more[:, keep:])
+    made += count
+  return jnp.concatenate(pieces, axis=1)
