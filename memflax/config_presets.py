@@ -16,7 +16,9 @@ from memflax.config_defaults import VARIANTS, harness_config, use_fast_memory_tr
 
 _NTM_CORE = dict(controller_size=100, memory_size=128, memory_width=20, num_read_heads=1,
                  controller_clip=20.0)
-_NTM_HEADS = dict(num_write_heads=1, shift_range=1, memory_init='constant')
+_NTM_HEADS = dict(num_write_heads=1, shift_range=1, memory_init='constant',
+                  controller_forget_bias=1.0,  # 10 keeps length counters linear (models/ntm.py)
+                  write_sharpen_boost=0.0)     # κ: γ += κ·shift confidence for the write head
 _TRANSFORMER = dict(d_model=64, num_heads=4, num_layers=2, d_ff=128, dropout_rate=0.0,
                     max_len=512, positions='sinusoidal')
 _TINY_NTM = dict(controller_size=32, memory_size=16, memory_width=8)

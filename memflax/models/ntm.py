@@ -30,17 +30,23 @@ class NTMCell(nn.Module):
   shift_range: int
   frobenius_norm: bool
   controller_clip: float
+  controller_forget_bias: float
+  write_sharpen_boost: float
 
   @nn.compact
   def __call__(self, carry, x):
     batch = x.shape[0]
     controller_in = jnp.concatenate([x, carry['reads'].reshape(batch, -1)], axis=-1)
-    controller, h = LSTMCell(self.controller_size, name='controller')(carry['controller'],
-                                                                      controller_in)
+    controller, h = LSTMCell(self.controller_size, forget_bias=self.controller_forget_bias,
+                             name='controller')(carry['controller'], controller_in)
     heads = dict(width=self.memory_width, shift_range=self.shift_range,
                  clip=self.controller_clip)
     rp = mem.NTMHeads(self.num_read_heads, name='read_heads', **heads)(h)
     wp = mem.NTMHeads(self.num_write_heads, writes=True, name='write_heads', **heads)(h)
+    if self.write_sharpen_boost:
+      # γ' = γ + κ · confidence(shift): the write head sharpens as its moves become certain.
+      wp = dict(wp, gamma=wp['gamma'] + self.write_sharpen_boost * mem.shift_confidence(
+          wp['shift']))
     memory, reads, read_w, write_w = self.access(carry, rp, wp)
     if self.frobenius_norm:
       memory = mem.frobenius_normalize(memory)
@@ -69,6 +75,22 @@ class Model(nn.Module):
   converge), 'learned' trains M_0, 'random' fixes M_0 to small uniform noise as
   pytorch-ntm does. All heads start focused on slot 0, which gives location
   addressing a reference point while the constant memory is still featureless.
+
+  Length generalisation (copy trained on lengths 1..20, tested at 40-120). Defaults
+  keep the original model; tests/test_ntm_generalisation.py checks the mechanisms.
+    write_sharpen_boost κ: the write head's γ becomes γ + κ·shift_confidence
+      (memflax.nn.memory.shift_confidence): soft while its shift is unsure (early
+      training), sharp once it steps crisply. A head with γ ≈ 1.2 that mixes g ≈ 0.45
+      of a flat content weighting into its focus each step (the default run's write
+      head) loses its focus geometrically: max weight ~0.1 at step 20, uniform by ~30.
+    controller_forget_bias: initial forget-gate bias of the LSTM controller. At 1 its
+      cells leak (f ≈ 0.94): units that count during the input decay during the output
+      and change the heads' behaviour a fixed ~35 output steps in, whatever the
+      length. At 10 the counters stay linear, so their crossings scale with the length.
+  Measured with frobenius_norm=False and memory_init='random'. With Frobenius
+  normalisation every sharp write of a large add shrinks all older rows, and training
+  answers by keeping the write head blurred (or, forced sharp, fails to learn copy);
+  with it off and M_0 at 1e-6 ('constant') training was unstable on 2 of 3 seeds.
   """
 
   output_size: int
@@ -81,6 +103,8 @@ class Model(nn.Module):
   frobenius_norm: bool = True
   memory_init: str = 'constant'
   controller_clip: float = 20.0
+  controller_forget_bias: float = 1.0
+  write_sharpen_boost: float = 0.0
 
   def _initial_memory(self) -> jax.Array:
     shape = (self.memory_size, self.memory_width)
@@ -103,6 +127,8 @@ class Model(nn.Module):
     """Runs `cell_cls` (NTMCell or a variant taking extra `cell_fields`) over time
     from the initial memory and head focus; returns (logits, traces)."""
     batch = inputs.shape[0]
+    if self.write_sharpen_boost < 0:
+      raise ValueError(f'model.write_sharpen_boost must be >= 0, got {self.write_sharpen_boost}')
     memory0 = jnp.broadcast_to(self._initial_memory(), (batch, self.memory_size,
                                                          self.memory_width))
     if self.frobenius_norm:
@@ -126,5 +152,7 @@ class Model(nn.Module):
         memory_width=self.memory_width, num_read_heads=self.num_read_heads,
         num_write_heads=self.num_write_heads, shift_range=self.shift_range,
         frobenius_norm=self.frobenius_norm, controller_clip=self.controller_clip,
+        controller_forget_bias=self.controller_forget_bias,
+        write_sharpen_boost=self.write_sharpen_boost,
         name='cell', **cell_fields)(carry, inputs)
     return nn.Dense(self.output_size, name='readout')(features), traces

@@ -70,6 +70,19 @@ def sharpen(w: Array, gamma: Array) -> Array:
   return jax.nn.softmax(gamma[..., None] * jnp.log(jnp.maximum(w, 1e-30)), axis=-1)
 
 
+def shift_confidence(shift: Array) -> Array:
+  """How far a shift distribution is from uniform, in [0, 1]: `(max_k s_k − 1/S) / (1 − 1/S)`.
+
+  shift [B,H,S] -> [B,H]; 0 for a uniform shift (S = 1: always 1), 1 for a one-hot one.
+  Used to raise a write head's γ as its moves become certain (NTM `write_sharpen_boost`):
+  sharp once it has learned to step, soft while it has not.
+  """
+  num = shift.shape[-1]
+  if num == 1:
+    return jnp.ones(shift.shape[:-1], shift.dtype)
+  return (jnp.max(shift, axis=-1) - 1.0 / num) / (1.0 - 1.0 / num)
+
+
 def address(memory: Array, w_prev: Array, keys: Array, beta: Array, gate: Array,
             shift: Array, gamma: Array) -> Array:
   """The full NTM addressing pipeline: content → interpolate → shift → sharpen.
