@@ -129,11 +129,20 @@ TINY_EVAL_LENGTHS = {'copy': (5, 10), 'repeat_copy': (3, 6), 'associative_recall
                      'priority_sort': (6,), 'ngrams': (30, 60), 'mqar': (2, 4), 'byte_lm': ()}
 
 
-def compose(model: str, task: str, variant: str = '', **harness) -> ml_collections.ConfigDict:
+# An NTM whose copy generalises to 4× the trained length (memflax/models/ntm.py docstring):
+# seeds 0/1/2 gave 0.0/0.0/0.0 bit errors/seq at length 40 and 0.22/0.0/4.74 at 80.
+GENERALISING_NTM = dict(controller_forget_bias=10.0, write_sharpen_boost=3.0,
+                        frobenius_norm=False, memory_init='random')
+
+
+def compose(model: str, task: str, variant: str = '', model_fields: dict | None = None,
+            **harness) -> ml_collections.ConfigDict:
   """The config of `model` trained on `task`: harness defaults, then the model's training
-  preset, then `harness` overrides (e.g. num_train_steps=...), then the variant."""
+  preset, then `model_fields` and `harness` overrides (e.g. num_train_steps=...), then the
+  variant."""
   c = harness_config()
-  sizes = {**MODELS[model], **(LM_MODELS.get(model, {}) if task == 'byte_lm' else {})}
+  sizes = {**MODELS[model], **(LM_MODELS.get(model, {}) if task == 'byte_lm' else {}),
+           **(model_fields or {})}
   c.model = ml_collections.ConfigDict({'name': model, **sizes})
   spec = TASKS[task]
   c.task = ml_collections.ConfigDict({'name': task, **spec['fields']})
