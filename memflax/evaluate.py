@@ -100,9 +100,9 @@ def language_model_eval(trainer: Trainer, params, max_windows: int | None = None
   {'val_bits_per_byte', 'bigram_bits_per_byte', 'val_accuracy', 'num_windows'}."""
   corpus, seq_len = trainer.data, trainer.task.seq_length
   model = trainer.validation_metrics(params, max_windows)
-  windows = (w for w in corpus.validation_batches(1024, seq_len))
-  if max_windows is not None:
-    windows = corpus.validation_batches(1, seq_len, max_batches=max_windows)
+  # The same windows the model was scored on: all of them, or the first max_windows.
+  windows = (corpus.validation_batches(1024, seq_len) if max_windows is None else
+             corpus.validation_batches(1, seq_len, max_batches=max_windows))
   bigram = bigram_bits_per_byte(bigram_counts(corpus.chunks('train')), windows)
   return dict(val_bits_per_byte=float(model['bits_per_byte']), bigram_bits_per_byte=bigram,
               val_accuracy=float(model['accuracy']), num_windows=int(model['num_windows']))

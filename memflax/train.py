@@ -311,7 +311,10 @@ def _train(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
     # Training wall clock carries over resumes (stored with each checkpoint).
     time_before = float(progress.get('train_time_s', 0.0))
     last_time, last_step, begin = time.perf_counter(), start, time.perf_counter()
-    train_time = lambda: time_before + time.perf_counter() - begin  # noqa: E731
+
+    def train_time() -> float:
+      return time_before + time.perf_counter() - begin
+
     last_eval = {}
     in_flight = collections.deque()
     for step in range(start + 1, total + 1):
