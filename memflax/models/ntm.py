@@ -145,8 +145,12 @@ class Model(nn.Module):
         read_w=heads(self.num_read_heads),
         write_w=heads(self.num_write_heads),
     )
-    scan = nn.scan(cell_cls, variable_broadcast='params', split_rngs={'params': False},
-                   in_axes=1, out_axes=1)
+    # Rematerialised: the backward pass recomputes each step's [B,N,W] intermediates
+    # from the carry instead of stacking half a dozen of them per time step, which at
+    # batch 32 halved the step time on CPU (the stacks' writes and reads cost more
+    # than the recomputation; benchmarks/train_throughput.py).
+    scan = nn.scan(nn.remat(cell_cls), variable_broadcast='params',
+                   split_rngs={'params': False}, in_axes=1, out_axes=1)
     _, (features, traces) = scan(
         controller_size=self.controller_size, memory_size=self.memory_size,
         memory_width=self.memory_width, num_read_heads=self.num_read_heads,
