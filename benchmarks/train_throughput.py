@@ -1,17 +1,24 @@
 """Training throughput of a config, compile time reported apart from step time.
 
-  python benchmarks/train_throughput.py --out benchmarks/results/ntm_throughput.json
+  python benchmarks/train_throughput.py --out benchmarks/results/ntm_copy_throughput.json
+  python benchmarks/train_throughput.py --batch_sizes 32 --set length_buckets=1 --out /tmp/t.json
 
-For each batch size: compile the train step once (timed), run `--warmup` steps,
-then time `--steps` steps `--repeats` times and report the median. Writes a JSON
-list of rows {model, batch_size, sequences_per_sec, ms_per_step, compile_s, ...}.
+For each batch size: compile every training shape of the run once (timed; a run with
+length buckets has one per bucket), run `--warmup` steps, then time `--steps`
+consecutive training steps (the real mix of buckets, step i on step_bucket(i))
+`--repeats` times and report the median. Each row also carries XLA's FLOP count and
+buffer sizes of the longest shape's step (`cost_analysis`, `memory_analysis`) and the
+process's peak resident memory so far. Writes a JSON list of rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import json
+import platform
+import resource
 import statistics
 import sys
 import time
@@ -23,52 +30,112 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from memflax.train import Trainer  # noqa: E402
 
 
-def load_config(path: str):
+def load_config(path: str, overrides: dict | None = None):
   spec = importlib.util.spec_from_file_location('bench_config', path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  config = module.get_config()
+  for key, value in (overrides or {}).items():
+    section = config
+    *parents, leaf = key.split('.')
+    for name in parents:
+      section = section[name]
+    section[leaf] = value
+  return config
 
 
-def measure(config_path: str, batch_size: int, steps: int, warmup: int, repeats: int) -> dict:
-  config = load_config(config_path)
+def parse_overrides(items: list[str]) -> dict:
+  """['length_buckets=1', 'model.memory_size=64'] -> {'length_buckets': 1, ...}."""
+  out = {}
+  for item in items:
+    key, _, text = item.partition('=')
+    try:
+      out[key] = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      out[key] = text
+  return out
+
+
+def _analysis(compiled) -> dict:
+  """FLOPs and buffer bytes XLA reports for one compiled step (None where unsupported)."""
+  out = {}
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    out['xla_flops'] = float(cost.get('flops', 0.0))
+  except Exception:  # noqa: BLE001 - not every backend reports costs
+    out['xla_flops'] = None
+  try:
+    memory = compiled.memory_analysis()
+    out['xla_temp_bytes'] = int(memory.temp_size_in_bytes)
+    out['xla_argument_bytes'] = int(memory.argument_size_in_bytes)
+    out['xla_output_bytes'] = int(memory.output_size_in_bytes)
+  except Exception:  # noqa: BLE001
+    out['xla_temp_bytes'] = None
+  return out
+
+
+def device_description() -> str:
+  device = jax.devices()[0]
+  kind = device.device_kind
+  if device.platform == 'cpu':
+    kind = f'{platform.processor() or platform.machine()} CPU'
+  return f'{jax.device_count()} × {kind}'
+
+
+def measure(config_path: str, batch_size: int, steps: int, warmup: int, repeats: int,
+            overrides: dict | None = None) -> dict:
+  config = load_config(config_path, overrides)
   config.batch_size = batch_size
   trainer = Trainer(config)
   state = jax.block_until_ready(trainer.init_state())
   start = time.perf_counter()
-  step = trainer.make_train_step().lower(state).compile()
+  compiled = trainer.compile_train_steps(state, 0)
   compile_s = time.perf_counter() - start
-  for _ in range(warmup):
-    state, metrics = step(state)
-  jax.block_until_ready(metrics)
+  longest = compiled[max(compiled, key=lambda b: -1 if b is None else b)]
+  step = 0
+
+  def run(count):
+    nonlocal state, step
+    for _ in range(count):
+      state, metrics = compiled[trainer.step_bucket(step)](state)
+      step += 1
+    jax.block_until_ready(metrics)
+
+  run(warmup)
   timings = []
   for _ in range(repeats):
     start = time.perf_counter()
-    for _ in range(steps):
-      state, metrics = step(state)
-    jax.block_until_ready(metrics)
+    run(steps)
     timings.append((time.perf_counter() - start) / steps)
   per_step = statistics.median(timings)
-  return dict(model=config.model.name, config=config_path, batch_size=batch_size,
-              sequences_per_sec=batch_size / per_step, ms_per_step=1e3 * per_step,
-              compile_s=compile_s, steps_timed=steps, repeats=repeats,
+  return dict(model=config.model.name, config=config_path, overrides=overrides or {},
+              batch_size=batch_size, sequences_per_sec=batch_size / per_step,
+              ms_per_step=1e3 * per_step, compile_s=compile_s, compiled_shapes=len(compiled),
+              steps_timed=steps, repeats=repeats,
               ms_per_step_all=[round(1e3 * t, 3) for t in timings],
               devices=jax.device_count(), backend=jax.default_backend(),
-              num_params=sum(x.size for x in jax.tree.leaves(state.params)))
+              device=device_description(), jax_version=jax.__version__,
+              num_params=sum(x.size for x in jax.tree.leaves(state.params)),
+              peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              **_analysis(longest))
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--config', default='configs/ntm_copy.py')
-  parser.add_argument('--batch_sizes', default='1,32')
+  parser.add_argument('--batch_sizes', default='1,8,32')
   parser.add_argument('--steps', type=int, default=200)
   parser.add_argument('--warmup', type=int, default=20)
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                      help='config override, e.g. length_buckets=1 (repeatable)')
   parser.add_argument('--out', required=True, help='JSON file to write')
   args = parser.parse_args()
+  overrides = parse_overrides(args.set)
   rows = []
   for batch_size in (int(b) for b in args.batch_sizes.split(',')):
-    row = measure(args.config, batch_size, args.steps, args.warmup, args.repeats)
+    row = measure(args.config, batch_size, args.steps, args.warmup, args.repeats, overrides)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()
                       if k != 'ms_per_step_all'}), flush=True)
     rows.append(row)

@@ -63,6 +63,13 @@ def validate(config, num_devices: int) -> None:
     _require(task.min_length <= task.max_length,
              f'task.min_length ({task.min_length}) exceeds task.max_length ({task.max_length})')
 
+  buckets = config.length_buckets
+  _require(isinstance(buckets, int) and buckets >= 1,
+           f'length_buckets must be an integer >= 1, got {buckets!r}')
+  _require(buckets == 1 or hasattr(task, 'bucket_fields'),
+           f'length_buckets={buckets} needs a task with a length or size range; task '
+           f'{config.task.name!r} has none (use length_buckets=1)')
+
   curriculum = config.curriculum
   _require(curriculum.kind in KINDS,
            f'curriculum.kind must be one of {KINDS}, got {curriculum.kind!r}')

@@ -23,6 +23,7 @@ def harness_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 250
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
+  c.length_buckets = 1             # >1: train on that many padded lengths (memflax/length_buckets.py)
   c.curriculum = ml_collections.ConfigDict()
   c.curriculum.kind = 'fixed'      # 'fixed': the task's whole range | 'grow' (memflax.curriculum)
   c.curriculum.start = 2           # 'grow': first cap on the task's size (e.g. copy's max_length)

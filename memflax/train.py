@@ -25,6 +25,7 @@ import optax
 
 from memflax import config_checks, models, parallel, progress_log, tasks
 from memflax import curriculum as curriculum_lib
+from memflax import length_buckets
 from memflax import workdir as workdir_lib
 from memflax.checkpoint import Checkpointer, check_compatible
 from memflax.data.from_config import corpus_for
@@ -96,13 +97,25 @@ def make_optimizer(config) -> optax.GradientTransformation:
 class Trainer:
   """The compiled pieces of one run: model, task, optimizer, mesh, step functions."""
 
-  def __init__(self, config, data=None):
+  def __init__(self, config, data=None, task=None, regulariser=None, initial_params=None):
+    """task: a Task object used instead of `tasks.build(config.task)` (continual learning
+    passes a padded wrapper, memflax.continual.padded). regulariser: None, or
+    `(model, params, step, device) -> (penalty scalar, {name: scalar})`, added to the loss
+    of every step (strategies of memflax.continual.strategies). initial_params: a params
+    pytree that init_state starts from instead of a fresh initialisation (the previous
+    task's snapshot); the optimizer state is initialised fresh for it."""
     self.config = config
     self.mesh = parallel.make_mesh()
-    self.task = tasks.build(config.task)
+    self.task = task if task is not None else tasks.build(config.task)
+    self.regulariser = regulariser
+    self.initial_params = initial_params
     # Host-fed tasks (text) read their batches from a dataset; the rest make them on device.
     self.host_fed = getattr(self.task, 'host_fed', False)
     self.growing = config.curriculum.kind == 'grow'  # a curriculum caps training sizes
+    # make_batch overrides per compiled training shape; None: one shape. A growing
+    # curriculum's cap lives on device, where the host cannot pick buckets by it.
+    self.buckets = None if self.growing or self.host_fed else length_buckets.task_buckets(
+        self.task, config.length_buckets)
     self.data = (data if data is not None else corpus_for(config)) if self.host_fed else None
     self.model = models.build(config.model, self.task.output_size)
     self.optimizer = make_optimizer(config)
@@ -119,6 +132,8 @@ class Trainer:
       probe = jax.eval_shape(lambda: self.task.make_batch(self.data_key, 1)['inputs'])
       probe = jnp.zeros(probe.shape, probe.dtype)  # parameters depend on shapes only
       params = self.model.init(self.init_key, probe)['params']
+      if self.initial_params is not None:  # same structure by construction (continual runner checks)
+        params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype), params, self.initial_params)
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                         opt_state=self.optimizer.init(params), rng=self.dropout_key,
                         nonfinite=jnp.zeros((), bool),
@@ -139,7 +154,12 @@ class Trainer:
     def loss_fn(params):
       logits, _ = self.model.apply({'params': params}, batch['inputs'], train=True,
                                    rngs={'dropout': dropout_rng})
-      return self.task.loss_and_metrics(logits, batch)
+      loss, metrics = self.task.loss_and_metrics(logits, batch)
+      if self.regulariser is not None:  # continual-learning penalty or replay term
+        penalty, extra = self.regulariser(self.model, params, state.step, device)
+        loss = loss + penalty
+        metrics = {**metrics, **extra, 'task_loss': metrics['loss'], 'loss': loss}
+      return loss, metrics
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, parallel.DATA_AXIS)
@@ -168,25 +188,42 @@ class Trainer:
     return new_state, metrics
 
   def make_train_step(self):
-    """(state, *step_inputs(state.step)) -> (state, metrics).
+    """(state, *step_inputs(state.step), bucket=step_bucket(state.step)) -> (state, metrics).
 
     The batch of step s is a pure function of (seed, s): made on device from
-    fold_in(data_key, s), or, for host-fed tasks, from the bytes the host read for s.
+    fold_in(data_key, s) (within bucket `bucket`'s sizes, a static argument, when the
+    run uses length buckets), or, for host-fed tasks, from the bytes the host read for s.
     """
     sharded_step = parallel.data_parallel(self._per_device_step, self.mesh)
 
-    @functools.partial(jax.jit, donate_argnums=0)
-    def train_step(state, tokens=None):
+    @functools.partial(jax.jit, donate_argnums=0, static_argnames='bucket')
+    def train_step(state, tokens=None, bucket=None):
       if tokens is None:
         level = {'level': state.curriculum['level']} if self.growing else {}
+        sizes = self.buckets[bucket] if bucket is not None else {}
         batch = self.task.make_batch(jax.random.fold_in(self.data_key, state.step),
-                                     self.config.batch_size, **level)
+                                     self.config.batch_size, **level, **sizes)
       else:
         batch = self.task.batch_from_tokens(tokens)
       batch = jax.lax.with_sharding_constraint(batch, self._batch_sharded)
       return sharded_step(state, batch)
 
     return train_step
+
+  def step_bucket(self, step: int) -> int | None:
+    """Which length bucket step `step` (0-based) trains on; None without buckets."""
+    if self.buckets is None:
+      return None
+    return length_buckets.bucket_of_step(self.config.seed, step, self.buckets)
+
+  def compile_train_steps(self, state: TrainState, step: int) -> dict:
+    """{bucket: compiled train step} for every training shape (key None without
+    buckets); call as steps[step_bucket(s)](state, *step_inputs(s))."""
+    train_step = self.make_train_step().lower
+    inputs = self.step_inputs(step)
+    if self.buckets is None:
+      return {None: train_step(state, *inputs).compile()}
+    return {b: train_step(state, *inputs, bucket=b).compile() for b in range(len(self.buckets))}
 
   def step_inputs(self, step: int) -> tuple:
     """What train_step needs besides the state to take step `step` (0-based): nothing,
@@ -302,8 +339,7 @@ def _train(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
              f'device(s), {jax.process_count()} process(es), {where}')
 
     compile_start = time.perf_counter()
-    train_step = trainer.make_train_step().lower(
-        state, *trainer.step_inputs(start)).compile()
+    train_steps = trainer.compile_train_steps(state, start)
     evaluate = trainer.make_evaluator(config.eval.num_sequences, state.params)
     writer.write(start, compile_s=time.perf_counter() - compile_start)
 
@@ -318,7 +354,8 @@ def _train(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
     last_eval = {}
     in_flight = collections.deque()
     for step in range(start + 1, total + 1):
-      state, metrics = train_step(state, *trainer.step_inputs(step - 1))
+      state, metrics = train_steps[trainer.step_bucket(step - 1)](
+          state, *trainer.step_inputs(step - 1))
       in_flight.append(metrics)
       if len(in_flight) > MAX_STEPS_IN_FLIGHT:
         jax.block_until_ready(in_flight.popleft())  # waits on device; copies nothing

@@ -47,6 +47,7 @@ class Task:
   higher_is_better = False
   range_fields = ('min_items', 'max_items')
   curriculum_field = 'max_items'  # what a curriculum level caps
+  bucket_fields = ('min_items', 'max_items')  # the size range length_buckets cut
   size_name = 'items'  # what probe(size) varies, for tables and plots
   smallest_size = 2  # the queried item needs a successor
 

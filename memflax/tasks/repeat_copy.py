@@ -53,6 +53,7 @@ class Task:
   higher_is_better = False
   range_fields = ('min_length', 'max_length', 'min_repeats', 'max_repeats')
   curriculum_field = 'max_length'  # what a curriculum level caps
+  bucket_fields = ('min_length', 'max_length')  # the size range length_buckets cut
   size_name = 'length'  # what probe(size) varies, for tables and plots
 
   def probe(self, size: int) -> dict:
