@@ -38,6 +38,8 @@ def main(argv):
   import jax
   import numpy as np
   from memflax import evaluate, generate
+  from memflax import compilation_cache
+  compilation_cache.enable()
 
   with cli_errors.exit_on_user_error():
     trainer, params, step = evaluate.restore(FLAGS.workdir)

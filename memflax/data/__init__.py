@@ -17,7 +17,18 @@ access and batches), bits.py (bits per byte, bigram baseline).
 from memflax.data.bits import bigram_bits_per_byte, bigram_counts, bits_per_byte
 from memflax.data.byte_batches import ByteCorpus
 from memflax.data.corpus_files import CorpusError
-from memflax.data.text_builder import DEFAULT_DATA_DIR, TextCorpus, load_text_corpus
+
+_FROM_TEXT_BUILDER = ('DEFAULT_DATA_DIR', 'TextCorpus', 'load_text_corpus')
+
+
+def __getattr__(name):
+  # text_builder imports TFDS (seconds); load it when one of its names is first used, so
+  # runs without text never pay for it.
+  if name in _FROM_TEXT_BUILDER:
+    from memflax.data import text_builder
+    return getattr(text_builder, name)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
 
 __all__ = ['ByteCorpus', 'CorpusError', 'DEFAULT_DATA_DIR', 'TextCorpus', 'bigram_bits_per_byte',
            'bigram_counts', 'bits_per_byte', 'load_text_corpus']
