@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import ml_collections
 
 
@@ -37,6 +39,17 @@ def harness_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.task = ml_collections.ConfigDict()
   return c
+
+
+def complete(stored: dict) -> ml_collections.ConfigDict:
+  """A config stored in a checkpoint, with harness fields added to memflax since it was
+  written (e.g. length_buckets) filled by their defaults, so older runs still evaluate."""
+  merged = json.loads(harness_config().to_json())
+  for key, value in stored.items():
+    default = merged.get(key)
+    both_sections = isinstance(default, dict) and isinstance(value, dict)
+    merged[key] = {**default, **value} if both_sections else value
+  return ml_collections.ConfigDict(merged)
 
 
 # Size variants every config file accepts after a colon: configs/X.py:tiny.

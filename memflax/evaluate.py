@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import ml_collections
 import numpy as np
 
+from memflax import config_defaults
 from memflax import workdir as workdir_lib
 from memflax.data.bits import bigram_bits_per_byte, bigram_counts
 from memflax.checkpoint import Checkpointer, stored_config
@@ -34,7 +34,7 @@ def restore(workdir: str | Path) -> tuple[Trainer, Any, int]:
   if stored is None:
     raise NoCheckpointError(f'no checkpoint in {Path(workdir) / "checkpoints"}; '
                             'train first with train.py --workdir=' + str(workdir))
-  trainer = Trainer(ml_collections.ConfigDict(stored))
+  trainer = Trainer(config_defaults.complete(stored))
   checkpointer = Checkpointer(workdir, keep=stored.get('keep_checkpoints', 3))
   try:
     restored = checkpointer.restore_newest(trainer.abstract_state())

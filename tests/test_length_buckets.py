@@ -72,3 +72,19 @@ def test_a_task_without_a_size_range_rejects_buckets():
   config = compose('ntm', 'copy', 'tiny', length_buckets=0)
   with pytest.raises(config_checks.ConfigError, match='length_buckets must be an integer'):
     config_checks.validate(config, 1)
+
+
+def test_a_checkpoint_written_before_length_buckets_still_evaluates(tmp_path):
+  import json
+  from memflax import evaluate
+  from memflax.train import train_and_evaluate
+  config = compose('ntm', 'copy', 'tiny')
+  config.update(num_train_steps=2, checkpoint_every_steps=2, eval_every_steps=2)
+  train_and_evaluate(config, tmp_path)
+  (metadata,) = tmp_path.glob('checkpoints/*/config/metadata')
+  stored = json.loads(metadata.read_text())
+  del stored['length_buckets']  # as in every checkpoint written before the field existed
+  metadata.write_text(json.dumps(stored))
+  trainer, params, step = evaluate.restore(tmp_path)
+  assert step == 2 and trainer.config.length_buckets == 1
+  assert trainer.config.model.memory_size == config.model.memory_size
