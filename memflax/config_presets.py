@@ -38,6 +38,10 @@ MODELS = {
     # Sinusoidal positions, so lengths beyond training can be evaluated up to max_len.
     'transformer': dict(_TRANSFORMER),
     'kv_memory_transformer': dict(**_TRANSFORMER, memory_slots=128, value_size=64),
+    # Sparse Access Memory (Rae et al. 2016): K rows per read, writes to the last read
+    # rows or the least-used one; 'sparse' backprop keeps the touched rows per step,
+    # never T memories (memflax/nn/sam.py).
+    'sam': dict(**_NTM_CORE, top_k=4, controller_forget_bias=1.0, backprop='sparse'),
 }
 
 TINY_MODELS = {
@@ -46,6 +50,7 @@ TINY_MODELS = {
     'rnn': dict(hidden_size=32, num_layers=1),
     'transformer': _TINY_TRANSFORMER,
     'kv_memory_transformer': dict(**_TINY_TRANSFORMER, memory_slots=16, value_size=16),
+    'sam': dict(**_TINY_NTM, top_k=2),
 }
 
 
@@ -73,6 +78,7 @@ TRAINING = {
     'gru': _recurrent_training(clip=1.0, steps=2_000),
     'rnn': _recurrent_training(clip=1.0, steps=2_000),
     'transformer': _transformer_training, 'kv_memory_transformer': _transformer_training,
+    'sam': use_fast_memory_training,
 }
 
 # Task sizes as in the NTM paper (Graves et al. 2014, §4) and Zoology (MQAR). `eval` holds

@@ -19,6 +19,32 @@ same function as the NTM.
 
 Frobenius normalisation, when enabled, rescales the whole memory each step, so
 with it unselected rows do change (by a common factor).
+
+Why it does not learn copy (measured; for a sparse memory that does, use
+memflax.models.sam). Seed 0, the preset (frobenius_norm off, constant M_0) and its
+optimizer (Adam 3e-3, cosine over the run, batch 8); bit errors/seq on 1000 copy
+sequences of length 1..20, in runs of 5000 steps (1500 or 3000 where the step says):
+  top_m = 128 (= memory_size: the dense NTM)   0.0 from step 1000 on
+  top_m = 32                                   17.96 at step 5000
+  top_m = 8 (the preset)                       27.6 at step 1500 (17.4 after 50K
+                                               sequences, as reported)
+  top_m = 8, content weighting left dense      23.3 at step 3000
+  top_m = 8, memory_init='random', forget
+  bias 10, write boost 3 (the generalising NTM) 24.4 at step 3000
+So the truncation itself, not the preset, stops learning. Traces of the trained top-8
+model (evaluate.trace_one) show why: the write head stays on slot 0 (weight 1.0) for
+the whole input, and the read head jumps in blocks of ~5 slots through unwritten rows.
+  1. Ties decide the support. The constant M_0 gives every unwritten row the same
+     cosine, so the content top-M is slots 0..M−1 by index; with the gate at 0.5 at
+     initialisation, each step puts g/M on those slots, a pull back to the start that
+     the dense NTM does not have (its content weighting is a flat 1/N that sharpening
+     removes). The final top-M of a blurred weighting is likewise chosen by index.
+  2. The truncation cuts the gradient outside the current M slots and renormalises
+     what is left, so the loss cannot reward moving mass to a slot the head does not
+     already touch, which is how the dense NTM learns to step (shift +1, gate → 0).
+     A head that finds "stay on slot 0" early has no gradient out of it.
+SAM avoids both: content reads only (the top-K of real, written rows), and writes go
+to the least-used slot, so stepping through memory needs no learned shift.
 """
 
 from __future__ import annotations
