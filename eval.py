@@ -8,6 +8,7 @@ DIR/eval.json, and plots the profile and one example's bits and memory weighting
 """
 
 import json
+from pathlib import Path
 
 from absl import app, flags, logging
 
@@ -19,6 +20,11 @@ flags.DEFINE_integer('num_sequences', None, 'Sequences per length (default: eval
 flags.DEFINE_integer('plot_length', None, 'Size of the example drawn in the PNGs (default: 40 '
                      'or the largest evaluated size, whichever is smaller).')
 flags.DEFINE_integer('profile_sequences', 200, 'Sequences per point of the memory profile.')
+flags.DEFINE_string('snapshot', None, 'Continual learning: evaluate snapshot <index or name> '
+                    'of DIR/snapshots on every task of its sequence (writes '
+                    'DIR/eval_snapshot_<name>.json).')
+flags.DEFINE_string('tasks', None, 'With --snapshot: comma-separated task keys to evaluate '
+                    '(default: all tasks of the sequence).')
 FLAGS = flags.FLAGS
 
 
@@ -47,6 +53,11 @@ def main(argv):
     if FLAGS[name].value is not None and FLAGS[name].value < 1:
       cli_errors.fail(f'--{name} must be a positive integer, got {FLAGS[name].value}')
   logging.set_verbosity(logging.WARNING)
+  from memflax import compilation_cache
+  compilation_cache.enable()
+  if FLAGS.snapshot is not None:
+    _evaluate_snapshot(cli_errors)
+    return
   from memflax import evaluate, viz
 
   with cli_errors.exit_on_user_error():
@@ -93,6 +104,19 @@ def _evaluate_language_model(evaluate, trainer, params, step, workdir):
         f'{result["bigram_bits_per_byte"]:.3f} bits/byte ({result["num_windows"]} windows of '
         f'{trainer.task.seq_length} bytes)')
   print(f'wrote {workdir / "eval.json"}')
+
+
+def _evaluate_snapshot(cli_errors):
+  from memflax.continual.evaluation import evaluate_snapshot
+  only = [t.strip() for t in FLAGS.tasks.split(',') if t.strip()] if FLAGS.tasks else None
+  with cli_errors.exit_on_user_error():
+    name, results = evaluate_snapshot(FLAGS.workdir, FLAGS.snapshot, FLAGS.num_sequences, only)
+    workdir = Path(FLAGS.workdir).expanduser().absolute()
+  out = workdir / f'eval_snapshot_{name}.json'
+  out.write_text(json.dumps({'snapshot': name, 'results': results}, indent=2) + '\n')
+  for key, metrics in results.items():
+    print(f'snapshot {name} on {key}: ' + ', '.join(f'{k} {v:.4g}' for k, v in metrics.items()))
+  print(f'wrote {out}')
 
 
 if __name__ == '__main__':

@@ -40,10 +40,16 @@ def main(argv):
   if FLAGS.coordinator_address:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
+  from memflax import compilation_cache
+  compilation_cache.enable()
   from memflax.train import train_and_evaluate
   config = cli_errors.loaded_config()
   with cli_errors.exit_on_user_error():
-    train_and_evaluate(config, FLAGS.workdir)
+    if 'continual' in config:  # a task sequence (configs/cl_*.py): memflax.continual
+      from memflax.continual.runner import train_sequence
+      train_sequence(config, FLAGS.workdir)
+    else:
+      train_and_evaluate(config, FLAGS.workdir)
 
 
 if __name__ == '__main__':

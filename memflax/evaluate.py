@@ -32,6 +32,9 @@ def restore(workdir: str | Path) -> tuple[Trainer, Any, int]:
   workdir = workdir_lib.resolve(workdir)
   stored = stored_config(workdir)
   if stored is None:
+    if (Path(workdir) / 'snapshots').is_dir():  # a continual-learning run keeps no top-level steps
+      raise NoCheckpointError(f'{workdir} holds a task sequence (continual learning); evaluate '
+                              'one of its snapshots with --snapshot=<index or name>')
     raise NoCheckpointError(f'no checkpoint in {Path(workdir) / "checkpoints"}; '
                             'train first with train.py --workdir=' + str(workdir))
   trainer = Trainer(config_defaults.complete(stored))

@@ -332,7 +332,8 @@ def _train(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
     state = jax.block_until_ready(state)
     superseded = writer.discard_after(start)
     log = progress_log.ProgressLog(config.num_train_steps, start, enabled=is_main)
-    where = f'resumed from step {start}' if restored else 'from scratch'
+    where = (f'resumed from step {start}' if restored else 'from scratch'
+             if trainer.initial_params is None else 'from the given initial parameters')
     if superseded:
       where += f' ({superseded} metric rows past it moved to {MetricWriter.SUPERSEDED})'
     log.line(f'memflax: {config.model.name} on {config.task.name}, {jax.device_count()} '

@@ -61,6 +61,14 @@ def test_incompatible_checkpoint_is_refused_and_kept(trained_workdir):
   assert _snapshot(trained_workdir) == before
 
 
+def test_eval_on_a_task_sequence_workdir_points_to_its_snapshots(tmp_path):
+  (tmp_path / 'snapshots' / '0_copy').mkdir(parents=True)
+  proc = run_cli('eval.py', f'--workdir={tmp_path}')
+  lines = error_lines(proc)
+  assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+  assert 'task sequence' in lines[0] and '--snapshot=' in lines[0]
+
+
 def test_eval_without_checkpoint(tmp_path):
   proc = run_cli('eval.py', f'--workdir={tmp_path}')
   assert proc.returncode != 0

@@ -124,7 +124,10 @@ def test_readme_bash_block_runs_as_written(fresh_dir, index):
     elif argv[:2] == ['python', 'train.py']:
       assert proc.stdout.strip().splitlines()[-1].startswith('done: '), proc.stdout
       workdir = fresh_dir / next(a.split('=', 1)[1] for a in argv if a.startswith('--workdir='))
-      assert (workdir / 'checkpoints').is_dir() and (workdir / 'metrics.jsonl').is_file()
+      if 'configs/cl_' in line:  # a task sequence: step checkpoints live per task
+        assert (workdir / 'continual.json').is_file() and (workdir / 'snapshots').is_dir()
+      else:
+        assert (workdir / 'checkpoints').is_dir() and (workdir / 'metrics.jsonl').is_file()
   if together:
     procs = []
     for line in together:

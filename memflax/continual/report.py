@@ -1,0 +1,68 @@
+"""continual.json and the accuracy-matrix heatmap, from the rows stored in the snapshots.
+
+continual.json keys: strategy, tasks (snapshot names), metric (what R holds), R ([T+1][T]:
+row 0 before training, row i+1 after task i; memflax.continual.metrics), ACC, BWT, FWT,
+forgetting, plus R_<primary metric> (the same matrix in each task's own headline metric,
+e.g. bit errors per sequence) and train_time_s per task.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from memflax.continual import metrics, snapshots
+
+ACCURACY_DEFINITION = ('per-bit accuracy 1 - bit_errors/bits per held-out sequence, averaged '
+                       'over sequences (bit tasks); next-byte accuracy (byte LM)')
+
+
+def summarise(seq, workdir: Path) -> dict:
+  metas = [snapshots.read_meta(snapshots.snapshot_root(workdir) / seq.name(i))
+           for i in range(len(seq))]
+  rows = [metas[0]['initial_row']] + [m['row'] for m in metas]
+  r = np.array([[cell['accuracy'] for cell in row] for row in rows])
+  out = dict(strategy=metas[-1]['strategy'], tasks=[seq.name(i) for i in range(len(seq))],
+             metric=ACCURACY_DEFINITION, **metrics.summary(r))
+  primaries = sorted({t.primary_metric for t in seq.tasks})
+  for name in primaries:
+    out[f'R_{name}'] = [[cell.get(name) for cell in row] for row in rows]
+  out['train_time_s'] = [m.get('train_time_s') for m in metas]
+  out['init_from'] = metas[0].get('init_from')
+  return out
+
+
+def write(result: dict, workdir: Path) -> tuple[Path, Path]:
+  """Writes continual.json (atomically: a temporary file renamed) and continual_R.png."""
+  path = workdir / 'continual.json'
+  tmp = path.with_suffix('.json.tmp')
+  tmp.write_text(json.dumps(result, indent=2) + '\n')
+  tmp.replace(path)
+  png = workdir / 'continual_R.png'
+  heatmap(result, png)
+  return path, png
+
+
+def heatmap(result: dict, path: Path) -> None:
+  import matplotlib
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt
+
+  r = np.array(result['R'])
+  tasks = result['tasks']
+  fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(tasks), 1.2 + 0.7 * len(r)))
+  image = ax.imshow(r, vmin=min(0.5, float(r.min())), vmax=1.0, cmap='viridis', aspect='auto')
+  for (i, j), v in np.ndenumerate(r):
+    ax.text(j, i, f'{v:.3f}', ha='center', va='center',
+            color='black' if v > 0.8 else 'white', fontsize=9)
+  ax.set_xticks(range(len(tasks)), tasks, rotation=20)
+  ax.set_yticks(range(len(r)), ['before'] + [f'after {t}' for t in tasks])
+  ax.set_xlabel('evaluated on')
+  ax.set_title(f'{result["strategy"]}: ACC {result["ACC"]:.3f}, BWT {result["BWT"]:+.3f}, '
+               f'forgetting {result["forgetting"]:.3f}', fontsize=10)
+  fig.colorbar(image, ax=ax, label='accuracy')
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
