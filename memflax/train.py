@@ -318,10 +318,14 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
 
   workdir.mkdir(parents=True, exist_ok=True)
   with workdir_lib.RunLock(workdir, jax.process_index()):
-    return _train(Trainer(config, data), config_dict, workdir)
+    return run_loop(Trainer(config, data), config_dict, workdir)
 
 
-def _train(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
+def run_loop(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
+  """The loop itself, for callers that build their own Trainer (memflax.continual runs one
+  per task with a padded task, a regulariser and initial parameters). `workdir` must be
+  resolved and validated, and held under a RunLock (its own, or, for a continual task, the
+  sequence's); `config_dict` is what checkpoints store."""
   config = trainer.config
   is_main = jax.process_index() == 0
   writer = MetricWriter(workdir)

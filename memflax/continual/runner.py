@@ -1,7 +1,7 @@
 """The continual-learning run: `train_sequence(config, workdir)`.
 
 Each task of the sequence is an ordinary resumable run of the one training loop
-(memflax.train._train) in its own sub-workdir `<workdir>/tasks/<index>_<key>/`, with its
+(memflax.train.run_loop) in its own sub-workdir `<workdir>/tasks/<index>_<key>/`, with its
 own rolling orbax step checkpoints. Task t starts from snapshot t-1's parameters (a
 fresh optimizer state and learning-rate schedule), and the strategy enters the Trainer
 through its hooks: the padded task (memflax.continual.padded) and a regulariser added
@@ -35,7 +35,7 @@ from memflax.continual import replay as replay_lib
 from memflax.continual import report, snapshots, strategies
 from memflax.continual.padded import PaddedTask, interface_widths
 from memflax.data.from_config import corpus_for
-from memflax.train import Trainer, _train, config_to_dict
+from memflax.train import Trainer, config_to_dict, run_loop
 
 TASKS_DIR = 'tasks'
 _FISHER_STREAM = 104_729   # key streams of their own: never a training or eval key
@@ -338,7 +338,7 @@ def _run(seq: Sequence, workdir: Path, source: Path | None) -> dict:
     trainer = seq.trainer(t, regulariser=hook, initial_params=start)
     subdir = workdir / TASKS_DIR / seq.name(t)
     subdir.mkdir(parents=True, exist_ok=True)
-    state = _train(trainer, config_to_dict(seq.sub_configs[t]), subdir)
+    state = run_loop(trainer, config_to_dict(seq.sub_configs[t]), subdir)
     meta = dict(index=t, key=seq.keys[t], task=config_dict['continual']['task_fields'][seq.keys[t]],
                 config=config_dict, widths=list(seq.widths), strategy=c.strategy,
                 row=seq.row(state.params), train_time_s=_train_time(subdir),
