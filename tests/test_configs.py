@@ -1,5 +1,6 @@
 """Every config in configs/ is valid and its tiny variant trains through the real harness."""
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -54,6 +55,15 @@ def test_configs_compose_presets_instead_of_copying_settings():
 @pytest.mark.parametrize('name', CONFIGS)
 def test_config_validates(name):
   config_checks.validate(_load(name), num_devices=1)
+
+
+@pytest.mark.parametrize('name', CONFIGS)
+def test_config_names_every_model_field(name):
+  # Every model field is set by the presets, so a stored config says exactly what was run.
+  config = _load(name)
+  model_cls = models.model_class(config.model.name)
+  fields = {f.name for f in dataclasses.fields(model_cls)} - {'parent', 'name', 'output_size'}
+  assert set(config.model.keys()) - {'name'} == fields
 
 
 @pytest.mark.parametrize('name, expected', [

@@ -5,10 +5,7 @@ training run."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import importlib.util
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +17,6 @@ from memflax.models import sam as sam_model
 from memflax.nn import sam
 from short_training import train_copy
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SIZES = sam.Sizes(memory_size=16, memory_width=6, num_read_heads=2, top_k=3,
                   controller_size=10, controller_clip=20.0)
 B, T, D, O = 3, 12, 5, 4
@@ -193,16 +189,8 @@ def test_model_interface_traces_and_config():
   with pytest.raises(ValueError, match='backprop'):
     model.clone(backprop="dense").init(jax.random.PRNGKey(0), inputs)
 
-  for task in ('copy', 'associative_recall'):
-    spec = importlib.util.spec_from_file_location(f'sam_{task}', ROOT / f'configs/sam_{task}.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
-    assert 'sam' in models.available()
-    fields = {f.name for f in dataclasses.fields(sam_model.Model)} - {'parent', 'name',
-                                                                      'output_size'}
-    assert set(config.model.keys()) - {'name'} == fields
-    assert isinstance(models.build(config.model, output_size=8), sam_model.Model)
+  # (That every config names every model field is tests/test_configs.py's job.)
+  assert 'sam' in models.available()
 
 
 @pytest.mark.slow
