@@ -10,6 +10,7 @@ import pytest
 from jax.test_util import check_grads
 
 from memflax.nn import attention as attn
+from memflax.nn import sparse
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 
@@ -83,23 +84,63 @@ def test_dot_product_attention_matches_numpy():
   np.testing.assert_allclose(np.sum(w, -1), 1.0, **TOL)
 
 
-def test_padding_mask_gives_padded_keys_zero_weight():
+@pytest.mark.parametrize('heads', [2, 3])  # 3 = batch: the case a [B, 1, Tk] mask got wrong
+def test_padding_mask_masks_per_batch_item_over_all_heads(heads):
   batch, tq, tk = 3, 4, 6
-  q, k, v = _rand(3, batch, tq, 5), _rand(4, batch, tk, 5), _rand(5, batch, tk, 2)
+  q = _rand(3, batch, heads, tq, 5)
+  k, v = _rand(4, batch, heads, tk, 5), _rand(5, batch, heads, tk, 2)
   lengths = np.array([6, 2, 4])
   valid = np.arange(tk)[None, :] < lengths[:, None]
   mask = attn.padding_mask(jnp.asarray(valid))
-  assert mask.shape == (batch, 1, tk)
+  assert mask.shape == (batch, 1, 1, tk)
   out, w = attn.dot_product_attention(q, k, v, mask)
   for b, n in enumerate(lengths):
-    assert np.all(np.asarray(w)[b, :, n:] == 0.0)
-    # Padding must not change anything: attention over the valid prefix alone.
-    ref_out, ref_w = np_attention(q[b], k[b, :n], v[b, :n])
-    np.testing.assert_allclose(np.asarray(w)[b, :, :n], ref_w, **TOL)
-    np.testing.assert_allclose(out[b], ref_out, **TOL)
+    assert np.all(np.asarray(w)[b, :, :, n:] == 0.0)
+    # Item b's padding applies to every head of item b: attention over its valid
+    # prefix alone, head by head.
+    for h in range(heads):
+      ref_out, ref_w = np_attention(q[b, h], k[b, h, :n], v[b, h, :n])
+      np.testing.assert_allclose(np.asarray(w)[b, h, :, :n], ref_w, **TOL)
+      np.testing.assert_allclose(out[b, h], ref_out, **TOL)
+
+
+def test_single_head_padding_mask_needs_its_query_axis_only():
+  batch, tq, tk = 3, 4, 6
+  q, k, v = _rand(3, batch, tq, 5), _rand(4, batch, tk, 5), _rand(5, batch, tk, 2)
+  valid = np.arange(tk)[None, :] < np.array([6, 2, 4])[:, None]
+  out, w = attn.dot_product_attention(q, k, v, jnp.asarray(valid[:, None, :]))
   ref_out, ref_w = np_attention(q, k, v, valid[:, None, :])
   np.testing.assert_allclose(w, ref_w, **TOL)
   np.testing.assert_allclose(out, ref_out, **TOL)
+  # The multi-head layout has one rank too many for [B, Tq, Tk] logits.
+  with pytest.raises(ValueError, match='expected'):
+    attn.dot_product_attention(q, k, v, attn.padding_mask(jnp.asarray(valid)))
+
+
+@pytest.mark.parametrize('shape', [(3, 1, 6),        # [B, 1, Tk]: rank 3 against rank 4
+                                   (6,),             # [Tk]
+                                   (3, 3, 4, 5),     # wrong Tk
+                                   (2, 1, 1, 6),     # wrong B
+                                   (1, 3, 1, 4, 6)])  # rank 5
+def test_mask_of_the_wrong_shape_raises_naming_the_expected_one(shape):
+  q, k, v = _rand(0, 3, 3, 4, 5), _rand(1, 3, 3, 6, 5), _rand(2, 3, 3, 6, 2)
+  mask = jnp.ones(shape, jnp.bool_)
+  expected = r'expected \[Tq, Tk\] = \(4, 6\) or rank 4'
+  with pytest.raises(ValueError, match=expected):
+    attn.dot_product_attention(q, k, v, mask)
+  with pytest.raises(ValueError, match=expected):  # the sparse drop-in follows the same rules
+    sparse.sparse_dot_product_attention(q, k, v, mask, m=2)
+
+
+def test_masks_of_full_rank_with_unit_axes_are_accepted():
+  q, k, v = _rand(0, 3, 2, 4, 5), _rand(1, 3, 2, 6, 5), _rand(2, 3, 2, 6, 2)
+  rng = np.random.default_rng(3)
+  for shape in [(4, 6), (1, 1, 4, 6), (3, 1, 4, 6), (1, 2, 1, 6), (3, 2, 4, 6)]:
+    mask = rng.random(shape) < 0.7
+    out, w = attn.dot_product_attention(q, k, v, jnp.asarray(mask))
+    ref_out, ref_w = np_attention(q, k, v, mask)
+    np.testing.assert_allclose(w, ref_w, **TOL)
+    np.testing.assert_allclose(out, ref_out, **TOL)
 
 
 def test_causal_mask_matches_numpy_and_zeroes_the_future():
@@ -119,11 +160,11 @@ def test_causal_mask_matches_numpy_and_zeroes_the_future():
 def test_causal_and_padding_masks_combine():
   t = 5
   valid = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
-  q, k, v = _rand(9, 2, t, 3), _rand(10, 2, t, 3), _rand(11, 2, t, 3)
+  q, k, v = _rand(9, 2, 2, t, 3), _rand(10, 2, 2, t, 3), _rand(11, 2, 2, t, 3)
   mask = attn.causal_mask(t) & attn.padding_mask(jnp.asarray(valid))
-  assert mask.shape == (2, t, t)
+  assert mask.shape == (2, 1, t, t)
   out, w = attn.dot_product_attention(q, k, v, mask)
-  ref_out, ref_w = np_attention(q, k, v, np_causal(t) & valid[:, None, :])
+  ref_out, ref_w = np_attention(q, k, v, np_causal(t) & valid[:, None, None, :])
   np.testing.assert_allclose(w, ref_w, **TOL)
   np.testing.assert_allclose(out, ref_out, **TOL)
 
@@ -197,12 +238,17 @@ def test_multi_head_self_attention_matches_per_head_numpy(use_mask):
                   == 0.0)
 
 
-def test_multi_head_cross_attention_with_padding_and_explicit_sizes():
-  batch, tq, tk, dq, dkv, heads, head_dim, out = 2, 3, 6, 5, 7, 4, 2, 9
+# heads = 2 = batch; the mask either with its head axis ([B, 1, 1, Tk], used as is)
+# or without ([B, 1, Tk], which the layer gives one).
+@pytest.mark.parametrize('heads', [4, 2])
+@pytest.mark.parametrize('with_head_axis', [True, False])
+def test_multi_head_cross_attention_with_padding_and_explicit_sizes(heads, with_head_axis):
+  batch, tq, tk, dq, dkv, head_dim, out = 2, 3, 6, 5, 7, 2, 9
   xq, xkv = _rand(31, batch, tq, dq), _rand(32, batch, tk, dkv)
   valid = np.array([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]], bool)
   mha = attn.MultiHeadAttention(num_heads=heads, head_dim=head_dim, out_features=out)
-  mask = attn.padding_mask(jnp.asarray(valid))
+  mask = (attn.padding_mask(jnp.asarray(valid)) if with_head_axis
+          else jnp.asarray(valid[:, None, :]))
   params = mha.init(jax.random.PRNGKey(1), xq, xkv, mask)['params']
   assert params['query']['kernel'].shape == (dq, heads * head_dim)
   assert params['key']['kernel'].shape == (dkv, heads * head_dim)

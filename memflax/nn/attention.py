@@ -10,8 +10,11 @@ d_k/d_v per-head key/value width. Equations (seed 003 §4.1; Vaswani et al. §3)
   FFN         FFN(x) = max(0, x W_1 + b_1) W_2 + b_2
   positions   PE(pos, 2i) = sin(pos / 10000^(2i/D)),  PE(pos, 2i+1) = cos(pos / 10000^(2i/D))
 
-Masks are boolean, True where a query may attend to a key, and broadcast against
-the attention logits [..., Tq, Tk]. The blocks are pre-LN (Xiong et al. 2020):
+Masks are boolean, True where a query may attend to a key. A mask is either
+[Tq, Tk] (the same for every batch item and head, like `causal_mask`) or has the
+logits' full rank, each axis 1 or equal to the logits' (`padding_mask` gives
+[B, 1, 1, Tk] for logits [B, H, Tq, Tk]); anything else raises (see `check_mask`).
+The blocks are pre-LN (Xiong et al. 2020):
 x + Dropout(Sublayer(LayerNorm(x))), which trains without a learning-rate warm-up;
 a stack of them needs one final LayerNorm on its output.
 """
@@ -29,24 +32,52 @@ Array = jax.Array
 
 
 def causal_mask(length: int) -> Array:
-  """[T, T] bool, True on and below the diagonal: query t sees keys 0..t only."""
+  """[T, T] bool, True on and below the diagonal: query t sees keys 0..t only.
+
+  Rank 2, so it applies alike to every batch item and head.
+  """
   return jnp.tril(jnp.ones((length, length), jnp.bool_))
 
 
 def padding_mask(valid: Array) -> Array:
-  """Key padding mask. valid [..., Tk] bool (True = real step) -> [..., 1, Tk].
+  """Key padding mask. valid [B, Tk] bool (True = real step) -> [B, 1, 1, Tk].
 
-  The inserted query axis lets it broadcast against logits [..., Tq, Tk] and
-  combine with `causal_mask` by `&`.
+  Laid out as the multi-head logits [B, H, Tq, Tk] are, so it broadcasts over
+  heads and queries by construction, and `causal_mask(T) & padding_mask(valid)`
+  is [B, 1, T, T]. (A [B, 1, Tk] mask would be right-aligned against those
+  logits, landing the batch axis on the head axis.) Any leading axes of `valid`
+  are kept: [..., Tk] -> [..., 1, 1, Tk]. For single-head logits [B, Tq, Tk]
+  pass `valid[:, None, :]` instead.
   """
-  return valid[..., None, :].astype(jnp.bool_)
+  return valid[..., None, None, :].astype(jnp.bool_)
+
+
+def check_mask(mask: Array, logits_shape: tuple[int, ...]) -> None:
+  """Raises ValueError unless `mask` is [Tq, Tk] or has the rank of the logits
+  [..., Tq, Tk], each axis either 1 or equal to the logits' axis.
+
+  Plain broadcasting would also accept a lower-rank mask by right-aligning it,
+  which silently applies a per-batch [B, 1, Tk] mask per head whenever B = H;
+  requiring the full rank rules that out. Shapes are static, so this costs
+  nothing under jit.
+  """
+  shape, target = tuple(mask.shape), tuple(logits_shape)
+  ranks_ok = len(shape) == 2 or len(shape) == len(target)
+  if ranks_ok and len(shape) <= len(target) and all(
+      m in (1, n) for m, n in zip(shape[::-1], target[::-1])):
+    return
+  raise ValueError(
+      f'attention mask of shape {shape} does not fit logits of shape {target}: expected '
+      f'[Tq, Tk] = {target[-2:]} or rank {len(target)} with each axis 1 or equal to '
+      f'{target} (padding_mask(valid) gives [B, 1, 1, Tk] for logits [B, H, Tq, Tk])')
 
 
 def attention_weights(query: Array, key: Array, mask: Array | None = None) -> Array:
   """`softmax(Q Kᵀ / √d_k)` over keys, with masked-out keys given weight exactly 0.
 
-  query [..., Tq, d_k], key [..., Tk, d_k], mask bool broadcastable to
-  [..., Tq, Tk] -> weights [..., Tq, Tk] in float32 (or wider, if the inputs are).
+  query [..., Tq, d_k], key [..., Tk, d_k], mask bool [Tq, Tk] or of the logits'
+  rank with axes 1 or equal to [..., Tq, Tk] (see `check_mask`; other shapes raise
+  ValueError) -> weights [..., Tq, Tk] in float32 (or wider, if the inputs are).
   A query whose keys are all masked gets an all-zero row, so it reads nothing
   rather than the uniform average a plain −∞ fill would give (or NaN).
   """
@@ -57,6 +88,7 @@ def attention_weights(query: Array, key: Array, mask: Array | None = None) -> Ar
                       preferred_element_type=dtype) / np.sqrt(query.shape[-1]).astype(dtype)
   if mask is None:
     return jax.nn.softmax(logits, axis=-1)
+  check_mask(mask, logits.shape)
   mask = jnp.broadcast_to(mask, logits.shape)
   # finfo.min instead of −∞ keeps fully masked rows finite (their max is then
   # finfo.min too, so exp gives 1s, which the final `where` zeroes).
@@ -72,8 +104,10 @@ def dot_product_attention(query: Array, key: Array, value: Array,
   """`Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V` (seed 003 §4.1.1).
 
   query [..., Tq, d_k], key [..., Tk, d_k], value [..., Tk, d_v], mask bool
-  broadcastable to [..., Tq, Tk] -> (output [..., Tq, d_v] in value's dtype,
-  weights [..., Tq, Tk]).
+  [Tq, Tk] or of the logits' rank, each axis 1 or equal to [..., Tq, Tk] (e.g.
+  `padding_mask` [B, 1, 1, Tk] for [B, H, ...] inputs; `check_mask` raises
+  ValueError otherwise) -> (output [..., Tq, d_v] in value's dtype, weights
+  [..., Tq, Tk]).
   """
   weights = attention_weights(query, key, mask)
   out = jnp.einsum('...qk,...kd->...qd', weights.astype(value.dtype), value)
@@ -123,8 +157,9 @@ class MultiHeadAttention(nn.Module):
   defaults to D_q / h so the cost matches one full-width head.
 
   Shapes: inputs_q [B, Tq, D_q], inputs_kv [B, Tk, D_kv] (None: self-attention),
-  mask bool broadcastable to [B, Tq, Tk] (the head axis is added here)
-  -> [B, Tq, D_out], D_out = out_features or D_q. The weights [B, H, Tq, Tk]
+  mask bool [Tq, Tk], [B, Tq, Tk] (the head axis is inserted here) or
+  [B, H, Tq, Tk] (as `padding_mask` gives; used as is), each axis 1 or full
+  size -> [B, Tq, D_out], D_out = out_features or D_q. The weights [B, H, Tq, Tk]
   are sown to the 'intermediates' collection as `attention_weights`.
 
   Incremental (autoregressive) self-attention: pass `cache`, a dict from
@@ -132,8 +167,8 @@ class MultiHeadAttention(nn.Module):
   (int32 [], the number of steps already stored). The Tq new steps' keys and
   values are written at slots index..index+Tq−1, query i attends to slots
   0..index+i (its prefix and itself: the cache is causal by construction, and
-  `mask`, if given, must broadcast to [B, Tq, L]), and the call returns
-  (output, cache with index + Tq). Writing past slot L−1 is not checked under
+  `mask`, if given, is [B, Tq, L] or [B, H, Tq, L], axes 1 or full size), and
+  the call returns (output, cache with index + Tq). Writing past slot L−1 is not checked under
   jit (jax clamps the slot); size the cache for the whole sequence.
 
   `attention_fn` computes the per-head attention; pass
@@ -183,7 +218,9 @@ class MultiHeadAttention(nn.Module):
     v = project(inputs_kv, 'value')
     if cache is not None:
       k, v, mask, cache = _append_to_cache(cache, k, v, mask)
-    if mask is not None:
+    if mask is not None and mask.ndim == q.ndim - 1 and mask.ndim > 2:
+      # [B, Tq, Tk] has no head axis; a rank-2 mask needs none, and one of q's
+      # rank already has it.
       mask = jnp.expand_dims(mask, -3)
     heads, weights = (self.attention_fn or dot_product_attention)(q, k, v, mask)
     self.sow('intermediates', 'attention_weights', weights)
@@ -194,8 +231,8 @@ class MultiHeadAttention(nn.Module):
 
 def _append_to_cache(cache: dict, k: Array, v: Array, mask: Array | None):
   """Writes k, v [B, h, Tq, d] at the cache's index; returns the whole cache's keys and
-  values [B, h, L, d], the mask [..., Tq, L] that hides the slots after each query's
-  own position, and the advanced cache."""
+  values [B, h, L, d], the mask ([Tq, L], or the caller's mask's rank) that hides the
+  slots after each query's own position, and the advanced cache."""
   index = cache['index']
   key = jax.lax.dynamic_update_slice_in_dim(cache['key'], k.astype(cache['key'].dtype),
                                             index, axis=-2)
@@ -233,7 +270,8 @@ class EncoderBlock(nn.Module):
     x ← x + Dropout(FFN(LN(x)))
 
   Pass `mask=causal_mask(T)` for a causal (decoder-only) stack.
-  Shapes: x [B, T, D], mask bool broadcastable to [B, T, T] -> [B, T, D].
+  Shapes: x [B, T, D], mask bool as MultiHeadAttention takes it ([T, T],
+  [B, T, T] or [B, H, T, T], axes 1 or full size) -> [B, T, D].
   Dropout draws from the 'dropout' rng when `train`.
 
   Incremental decoding: with `cache` (from `init_cache`, see MultiHeadAttention)
@@ -275,9 +313,10 @@ class DecoderBlock(nn.Module):
     x ← x + Dropout(FFN(LN(x)))
 
   m is the encoder output (already normalised by the encoder stack's final LN).
-  Shapes: x [B, T, D], memory [B, S, D_m], self_mask bool broadcastable to
-  [B, T, T] (e.g. target padding), cross_mask broadcastable to [B, T, S]
-  (e.g. `padding_mask(source_valid)`) -> [B, T, D].
+  Shapes: x [B, T, D], memory [B, S, D_m], self_mask bool [B, T, T] or
+  [B, H, T, T] (e.g. `padding_mask(target_valid)`), cross_mask [B, T, S] or
+  [B, H, T, S] (e.g. `padding_mask(source_valid)`), axes 1 or full size
+  -> [B, T, D].
   """
 
   num_heads: int

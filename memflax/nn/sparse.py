@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from memflax.nn import attention
 from memflax.nn import memory as mem
 
 Array = jax.Array
@@ -106,6 +107,8 @@ def _top_m_attention(query: Array, key: Array, value: Array, m: int,
   dtype = jnp.promote_types(jnp.result_type(query, key), jnp.float32)
   logits = jnp.einsum('...qd,...kd->...qk', query, key,
                       preferred_element_type=dtype) / np.sqrt(query.shape[-1]).astype(dtype)
+  if mask is not None:
+    attention.check_mask(mask, logits.shape)  # the dense attention's mask rules, same error
   indices, weights = top_m(logits, m, mask)
   picked = jnp.take_along_axis(value[..., None, :, :], indices[..., None], axis=-2)
   out = jnp.einsum('...qm,...qmd->...qd', weights.astype(value.dtype), picked)
@@ -119,7 +122,9 @@ def sparse_attention(q: Array, k: Array, v: Array, m: int, mask: Array | None = 
   axes are free, so [B, Tq, d] and multi-head [B, H, Tq, d] both work.
 
   q [..., Tq, d], k [..., Tk, d], v [..., Tk, dv], mask (bool, True = attend)
-  broadcastable to [..., Tq, Tk] -> [..., Tq, dv] in v's dtype. Only the M
+  [Tq, Tk] or of the scores' rank, each axis 1 or equal to [..., Tq, Tk]
+  (memflax.nn.attention.check_mask; other shapes raise ValueError)
+  -> [..., Tq, dv] in v's dtype. Only the M
   selected value rows are gathered per query, so the weighted sum costs Tq·M·dv
   instead of Tq·Tk·dv. With m ≥ Tk this is softmax(QKᵀ/√d)V.
   """
@@ -132,9 +137,10 @@ def sparse_dot_product_attention(query: Array, key: Array, value: Array,
 
   Same arguments and returns, so `functools.partial(sparse_dot_product_attention,
   m=M)` can stand wherever that function is called: query [..., Tq, d_k], key
-  [..., Tk, d_k], value [..., Tk, d_v], mask bool broadcastable to [..., Tq, Tk]
-  -> (output [..., Tq, d_v] in value's dtype, weights [..., Tq, Tk] with at most
-  M nonzeros per query; all zero for a query whose keys are all masked).
+  [..., Tk, d_k], value [..., Tk, d_v], mask bool [Tq, Tk] or of the logits'
+  rank, each axis 1 or equal to [..., Tq, Tk] -> (output [..., Tq, d_v] in
+  value's dtype, weights [..., Tq, Tk] with at most M nonzeros per query; all
+  zero for a query whose keys are all masked).
   """
   out, indices, weights = _top_m_attention(query, key, value, m, mask)
   return out, densify(indices, weights, key.shape[-2])
