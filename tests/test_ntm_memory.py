@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.test_util import check_grads
 
 from memflax.nn import memory as mem
@@ -83,6 +84,53 @@ def test_frobenius_normalisation():
   for b in range(B):
     np.testing.assert_allclose(out[b], m[b] / np.linalg.norm(m[b], 'fro'), rtol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(out[b], 'fro'), 1.0, rtol=1e-5)
+
+
+@pytest.mark.parametrize('shape', [(2, 128, 20), (2, 8, 4)])  # the NTM default; a small one
+def test_frobenius_normalisation_of_the_default_initial_memory_is_exact(shape):
+  # The NTM's 'constant' M_0 is 1e-6 everywhere: ‖M‖_F = 1e-6·√(NW), 5e-5 at 128×20,
+  # where M / (‖M‖ + 1e-8) gave a norm of 0.9998.
+  m = np.full(shape, 1e-6, np.float32)
+  m[1] += RNG.normal(size=shape[1:]).astype(np.float32) * 1e-7  # not all equal
+  out = np.asarray(mem.frobenius_normalize(jnp.asarray(m)), np.float64)
+  m64 = m.astype(np.float64)
+  for b in range(shape[0]):
+    np.testing.assert_allclose(np.linalg.norm(out[b]), 1.0, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(out[b], m64[b] / np.linalg.norm(m64[b]), rtol=1e-6, atol=0)
+
+
+def test_frobenius_normalisation_gradient_matches_the_jacobian_at_a_small_memory():
+  # d(M/‖M‖) = (I − u uᵀ)/‖M‖ with u = M/‖M‖ (flattened): the vector-Jacobian product
+  # of g is (g − u (u·g))/‖M‖, which ‖M‖ + ε would also have biased here.
+  m = (1e-6 + 1e-7 * RNG.normal(size=(2, 8, 4))).astype(np.float32)
+  g = RNG.normal(size=m.shape).astype(np.float32)
+  got = jax.grad(lambda m: jnp.sum(mem.frobenius_normalize(m) * g))(jnp.asarray(m))
+  for b in range(2):
+    m64, g64 = m[b].astype(np.float64), g[b].astype(np.float64)
+    norm = np.linalg.norm(m64)
+    u = m64 / norm
+    want = (g64 - u * np.sum(u * g64)) / norm
+    np.testing.assert_allclose(got[b], want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
+
+
+def test_frobenius_normalisation_of_zero_memory_is_zero_with_finite_gradients():
+  zero = jnp.zeros((B, N, W), jnp.float32)
+  out = mem.frobenius_normalize(zero)
+  np.testing.assert_array_equal(out, 0.0)
+  probe = jnp.asarray(RNG.normal(size=(B, N, W)).astype(np.float32))
+  grad = jax.grad(lambda m: jnp.sum(jnp.sin(mem.frobenius_normalize(m)) * probe))(zero)
+  assert np.all(np.isfinite(grad))
+  # One zero item must not disturb the other: item 1 stays exactly normalised.
+  m = jnp.asarray(np.stack([np.zeros((N, W)), RNG.normal(size=(N, W))]).astype(np.float32))
+  out = mem.frobenius_normalize(m)
+  np.testing.assert_array_equal(out[0], 0.0)
+  np.testing.assert_allclose(np.linalg.norm(np.asarray(out[1], np.float64)), 1.0, atol=1e-6)
+  grad = jax.grad(lambda m: jnp.sum(jnp.sin(mem.frobenius_normalize(m)) * probe))(m)
+  assert np.all(np.isfinite(grad))
+  # bf16 memory: the norm is taken in float32, so the floor's square does not underflow.
+  grad = jax.grad(lambda m: jnp.sum(mem.frobenius_normalize(m).astype(jnp.float32)))(
+      zero.astype(jnp.bfloat16))
+  assert np.all(np.isfinite(np.asarray(grad, np.float32)))
 
 
 def test_addressing_gradients_match_finite_differences():

@@ -22,7 +22,12 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-_EPS = 1e-8
+# Frobenius norms below this are treated as this (an all-zero memory stays zero).
+# It is 100x below even a single 1e-6 entry (the constant initial memory has
+# ‖M‖_F = 1e-6·√(NW), 5e-5 at 128×20), so no memory a model holds is affected; it
+# is no smaller because at M = 0 the gradient is 1/floor (M/‖M‖ has no limit
+# there), and its square (1e-16) is a normal float32.
+_FROBENIUS_FLOOR = 1e-8
 # Far below the squared norm of a row of the 1e-6 constant initial memory (2e-11).
 _NORM_EPS = 1e-16
 
@@ -146,9 +151,20 @@ _write_one_head.defvjp(_write_one_head_fwd, _write_one_head_bwd)
 
 
 def frobenius_normalize(memory: Array) -> Array:
-  """`M / ‖M‖_F` per batch element. memory [B,N,W] -> [B,N,W]."""
-  norm = jnp.sqrt(jnp.sum(jnp.square(memory), axis=(-2, -1), keepdims=True))
-  return memory / (norm + _EPS)
+  """`M / max(‖M‖_F, 1e-8)` per batch element. memory [B,N,W] -> [B,N,W].
+
+  Exactly `M / ‖M‖_F` (norm 1) for every memory with ‖M‖_F ≥ 1e-8; an all-zero
+  memory stays zero, with finite gradients.
+  """
+  # The floor goes under the norm as a max, not added to it: ‖M‖ + ε shrinks a
+  # small memory's norm to ‖M‖/(‖M‖ + ε) (0.9998 for the 1e-6 initial memory at
+  # ε = 1e-8), whereas a max leaves every norm above the floor untouched. Taking it
+  # on Σ M² before the sqrt keeps the gradient finite at M = 0, where d‖M‖/dM is
+  # 0/0. The sum is in at least float32 so the floor's square does not underflow.
+  sum_sq = jnp.sum(jnp.square(memory.astype(jnp.promote_types(memory.dtype, jnp.float32))),
+                   axis=(-2, -1), keepdims=True)
+  norm = jnp.sqrt(jnp.maximum(sum_sq, _FROBENIUS_FLOOR ** 2))
+  return (memory / norm).astype(memory.dtype)
 
 
 class NTMHeads(nn.Module):
