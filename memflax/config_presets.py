@@ -33,7 +33,7 @@ MODELS = {
     # 128 slots like the NTM so evaluation lengths up to 80 fit in memory.
     'dnc': dict(_NTM_CORE),
     'lstm': dict(hidden_size=256, num_layers=3),
-    'gru': dict(hidden_size=256, num_layers=2),
+    'gru': dict(hidden_size=256, num_layers=2, reset_after=False),
     'rnn': dict(hidden_size=256, num_layers=1),
     # Sinusoidal positions, so lengths beyond training can be evaluated up to max_len.
     'transformer': dict(_TRANSFORMER),

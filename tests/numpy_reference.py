@@ -22,6 +22,24 @@ def lstm_step(x, h, c, kernel, bias):
   return sigmoid(o) * np.tanh(c_new), c_new
 
 
+def torch_gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh):
+  """torch.nn.GRUCell's equations, in its parameter layout (rows r, z, n of each weight).
+
+  x [B, D], h [B, H], weight_ih [3H, D], weight_hh [3H, H], bias_ih/bias_hh [3H] -> h' [B, H]:
+    r = σ(W_ir x + b_ir + W_hr h + b_hr)     z = σ(W_iz x + b_iz + W_hz h + b_hz)
+    n = tanh(W_in x + b_in + r ∘ (W_hn h + b_hn))
+    h' = (1 − z) ∘ n + z ∘ h
+  """
+  w_ir, w_iz, w_in = np.split(weight_ih, 3, axis=0)
+  w_hr, w_hz, w_hn = np.split(weight_hh, 3, axis=0)
+  b_ir, b_iz, b_in = np.split(bias_ih, 3)
+  b_hr, b_hz, b_hn = np.split(bias_hh, 3)
+  r = sigmoid(x @ w_ir.T + b_ir + h @ w_hr.T + b_hr)
+  z = sigmoid(x @ w_iz.T + b_iz + h @ w_hz.T + b_hz)
+  n = np.tanh(x @ w_in.T + b_in + r * (h @ w_hn.T + b_hn))
+  return (1 - z) * n + z * h
+
+
 def ntm_address(memory, w_prev, key, beta, gate, shift, gamma):
   """Graves et al. 2014 eqs. (5)-(9) for one head of one example, written element by element.
 

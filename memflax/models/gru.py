@@ -10,14 +10,18 @@ from memflax.nn.recurrent import RecurrentStack
 
 
 class Model(nn.Module):
-  """inputs [B, T, D] -> (logits [B, T, output_size], {})."""
+  """inputs [B, T, D] -> (logits [B, T, output_size], {}). reset_after: the GRU of torch and
+  flax.linen (reset gate after the recurrent matmul, update gate in the opposite sense)
+  instead of Cho et al.'s; see memflax.nn.recurrent.GRUCell."""
 
   output_size: int
   hidden_size: int = 256
   num_layers: int = 2
+  reset_after: bool = False
 
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool = False):
     del train  # no dropout in this model
-    h = RecurrentStack('gru', self.hidden_size, self.num_layers, name='gru')(inputs)
+    h = RecurrentStack('gru', self.hidden_size, self.num_layers,
+                       gru_reset_after=self.reset_after, name='gru')(inputs)
     return nn.Dense(self.output_size, name='readout')(h), {}

@@ -52,6 +52,11 @@ class LSTMCell(nn.Module):
   training the cell keeps its state rather than forgetting it by default.
 
   Shapes: carry `(c, h)` each [..., H]; x [..., D]; output h [..., H].
+
+  The carry is `(c, h)`, cell state first: the reverse of torch.nn.LSTMCell's
+  `(h, c)` (and of torch.nn.LSTM's `(h_n, c_n)`), so a torch state `(h, c)` enters
+  as `(c, h)`. The gate order i, f, c̃ (torch's g), o is torch's, so its weights
+  copy as `gates/kernel = [W_ih, W_hh]ᵀ` ([D+H, 4H]) and `gates/bias = b_ih + b_hh`.
   """
 
   features: int
@@ -78,17 +83,39 @@ class LSTMCell(nn.Module):
 
 
 class GRUCell(nn.Module):
-  """Gated recurrent unit (Cho et al. 2014).
+  """Gated recurrent unit, in one of two published variants.
+
+  `reset_after=False` (default), Cho et al. 2014 as written there:
 
     z_t = σ(W_z x_t + U_z h_{t-1} + b_z)     r_t = σ(W_r x_t + U_r h_{t-1} + b_r)
     ĥ_t = tanh(W_h x_t + U_h (r_t ∘ h_{t-1}) + b_h)
     h_t = (1 − z_t) ∘ h_{t-1} + z_t ∘ ĥ_t
 
-  Params: `x/kernel` [D, 3H] (order z, r, ĥ), `x/bias` [3H], `h_zr/kernel` [H, 2H],
-  `h_h/kernel` [H, H]. Shapes: carry h [..., H]; x [..., D]; output [..., H].
+  `reset_after=True`, the variant of torch.nn.GRUCell, flax.linen.GRUCell and
+  cuDNN (Keras's `reset_after=True`):
+
+    n_t = tanh(W_h x_t + b_h + r_t ∘ (U_h h_{t-1} + b_hn))
+    h_t = (1 − z_t) ∘ n_t + z_t ∘ h_{t-1}
+
+  The two differ twice. (1) The reset gate acts before the recurrent matmul
+  (U_h (r ∘ h)) in Cho's form and after it (r ∘ (U_h h + b_hn)) in torch's; the
+  latter lets one matmul U h serve all three gates. (2) The update gate has the
+  opposite sense: here z = 1 takes the candidate, in torch z = 1 keeps h_{t-1}.
+  The default stays Cho's so existing configs and checkpoints are unchanged.
+
+  Params: `x/kernel` [D, 3H] (order z, r, ĥ), `x/bias` [3H], `h_zr/kernel`
+  [H, 2H] (order z, r), `h_h/kernel` [H, H], and with `reset_after` also
+  `h_h/bias` [H] (b_hn; torch's other recurrent biases b_hz, b_hr only add to
+  x/bias). From torch's weight_ih [3H, D], weight_hh [3H, H] (rows r, z, n) and
+  biases b_ih, b_hh: x/kernel = [W_iz; W_ir; W_in]ᵀ, x/bias = [b_iz + b_hz,
+  b_ir + b_hr, b_in], h_zr/kernel = [W_hz; W_hr]ᵀ, h_h/kernel = W_hnᵀ,
+  h_h/bias = b_hn.
+
+  Shapes: carry h [..., H]; x [..., D]; output [..., H].
   """
 
   features: int
+  reset_after: bool = False
 
   @nn.compact
   def __call__(self, h: Array, x: Array) -> tuple[Array, Array]:
@@ -97,8 +124,13 @@ class GRUCell(nn.Module):
     hz, hr = jnp.split(_dense(2 * hidden, 'h_zr', use_bias=False)(h), 2, axis=-1)
     z = jax.nn.sigmoid(xz + hz)
     r = jax.nn.sigmoid(xr + hr)
-    candidate = jnp.tanh(xh + _dense(hidden, 'h_h', use_bias=False)(r * h))
-    h_new = (1.0 - z) * h + z * candidate
+    if self.reset_after:
+      # b_hn sits inside the reset product, so it cannot be folded into x/bias.
+      candidate = jnp.tanh(xh + r * _dense(hidden, 'h_h')(h))
+      h_new = (1.0 - z) * candidate + z * h
+    else:
+      candidate = jnp.tanh(xh + _dense(hidden, 'h_h', use_bias=False)(r * h))
+      h_new = (1.0 - z) * h + z * candidate
     return h_new, h_new
 
   def initial_carry(self, batch_shape: Sequence[int]) -> Array:
@@ -126,11 +158,17 @@ class RecurrentStack(nn.Module):
   cell: str
   features: int
   num_layers: int = 1
+  gru_reset_after: bool = False  # 'gru' only: torch's variant (GRUCell.reset_after)
 
   def _cell_class(self) -> type[nn.Module]:
     if self.cell not in CELLS:
       raise ValueError(f'unknown cell {self.cell!r}; choose one of {sorted(CELLS)}')
     return CELLS[self.cell]
+
+  def _cell_options(self) -> dict:
+    if self.gru_reset_after and self.cell != 'gru':
+      raise ValueError(f'gru_reset_after applies to the gru cell, not {self.cell!r}')
+    return dict(reset_after=True) if self.gru_reset_after else {}
 
   def initial_carry(self, batch_shape: Sequence[int]) -> tuple:
     """The all-zeros carry: a tuple of `num_layers` cell carries for batch `batch_shape`."""
@@ -154,7 +192,7 @@ class RecurrentStack(nn.Module):
           split_rngs={'params': False},
           in_axes=1,
           out_axes=1,
-      )(self.features, name=f'layer_{layer}')
+      )(self.features, name=f'layer_{layer}', **self._cell_options())
       carry, x = scanned(initial_carry[layer], x)
       final_carry.append(carry)
     return (tuple(final_carry), x) if return_carry else x
