@@ -70,9 +70,11 @@ def main(argv):
   lengths = lengths or [int(n) for n in config.eval.lengths]
   num_sequences = FLAGS.num_sequences or config.eval.num_sequences
   try:  # a size the task cannot make (e.g. more MQAR pairs than fit) is the user's error
-    results = evaluate.length_generalisation(trainer, params, lengths, num_sequences)
+    progress = config.log.progress
+    results = evaluate.length_generalisation(trainer, params, lengths, num_sequences, progress)
     profile = evaluate.memory_profile(trainer, params, max(lengths),
-                                      num_sequences=min(num_sequences, FLAGS.profile_sequences))
+                                      num_sequences=min(num_sequences, FLAGS.profile_sequences),
+                                      progress=progress)
   except ValueError as e:
     cli_errors.fail(f'--lengths={",".join(map(str, lengths))}: {str(e).splitlines()[0]}')
   (workdir / 'eval.json').write_text(json.dumps({config.task.name: results,

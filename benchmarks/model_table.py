@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.train_throughput import load_config, measure  # noqa: E402
+from memflax import progress_log  # noqa: E402
 from memflax.metric_writer import MetricWriter  # noqa: E402
 from memflax.train import train_and_evaluate  # noqa: E402
 
@@ -51,7 +52,8 @@ def main():
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   rows = []
-  for name in args.models.split(','):
+  names = args.models.split(',')
+  for name in progress_log.bar(names, len(names), 'models'):
     path = f'configs/{name}_copy.py'
     speed = measure(path, 32, steps=20, warmup=5, repeats=args.repeats)
     row = dict(model=name, num_params=speed['num_params'], ms_per_step_b32=speed['ms_per_step'],

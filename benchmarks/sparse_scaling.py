@@ -42,6 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from memflax import progress_log  # noqa: E402  (imports no jax: the children measure)
 
 BATCH, WIDTH, TOP_K, CONTROLLER, INPUT_BITS = 4, 32, 8, 100, 8
 FULL_SIZES = [128 * 2 ** i for i in range(10)]        # 128 … 65,536
@@ -317,7 +318,7 @@ def main():
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   partial = out.with_suffix('.partial.json')
-  for n in sizes:
+  for n in progress_log.bar(sizes, len(sizes), 'memory sizes'):
     for mode in modes:
       row = run_child(['--one', f'{mode}:{n}', *common], args.timeout)
       row.setdefault('N', n)

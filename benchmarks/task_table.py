@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from memflax import progress_log  # noqa: E402
 from memflax import tasks as tasks_lib  # noqa: E402
 from memflax.config_presets import compose  # noqa: E402
 from memflax.metric_writer import MetricWriter  # noqa: E402
@@ -91,17 +92,16 @@ def main():
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   rows = []
-  for task in args.tasks.split(','):
-    for model in args.models.split(','):
-      if not has_config(model, task):
-        continue
-      for seed in (int(s) for s in args.seeds.split(',')):
-        row = run(model, task, seed, args.quick)
-        print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
-                          for k, v in row.items() if k != 'curve'}), flush=True)
-        rows.append(row)
-        out.write_text(json.dumps(rows, indent=2) + '\n')
-        plot(rows, out)
+  jobs = [(task, model, int(seed)) for task in args.tasks.split(',')
+          for model in args.models.split(',') if has_config(model, task)
+          for seed in args.seeds.split(',')]
+  for task, model, seed in progress_log.bar(jobs, len(jobs), 'runs'):
+    row = run(model, task, seed, args.quick)
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v
+                      for k, v in row.items() if k != 'curve'}), flush=True)
+    rows.append(row)
+    out.write_text(json.dumps(rows, indent=2) + '\n')
+    plot(rows, out)
 
 
 if __name__ == '__main__':

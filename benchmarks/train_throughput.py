@@ -27,6 +27,7 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from memflax import progress_log  # noqa: E402
 from memflax.train import Trainer  # noqa: E402
 
 
@@ -134,7 +135,8 @@ def main():
   args = parser.parse_args()
   overrides = parse_overrides(args.set)
   rows = []
-  for batch_size in (int(b) for b in args.batch_sizes.split(',')):
+  batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
+  for batch_size in progress_log.bar(batch_sizes, len(batch_sizes), 'batch sizes'):
     row = measure(args.config, batch_size, args.steps, args.warmup, args.repeats, overrides)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()
                       if k != 'ms_per_step_all'}), flush=True)

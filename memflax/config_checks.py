@@ -92,6 +92,9 @@ def validate(config, num_devices: int) -> None:
     lowest = 0 if key == 'num_train_steps' else 1
     _require(isinstance(value, int) and value >= lowest,
              f'{key} must be an integer >= {lowest}, got {value!r}')
+  for key in ('progress', 'tensorboard', 'images'):
+    _require(isinstance(config.log[key], bool),
+             f'log.{key} must be true or false, got {config.log[key]!r}')
   _require(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
   _require(config.grad_clip_norm >= 0, f'grad_clip_norm must be >= 0, got {config.grad_clip_norm}')
   _require(config.grad_clip_value >= 0,

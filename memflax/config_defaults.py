@@ -33,6 +33,10 @@ def harness_config() -> ml_collections.ConfigDict:
   c.curriculum.threshold = 1.0     # ... when the running training metric is this good
   c.curriculum.min_steps = 100     # after at least this many steps at the current cap
   c.curriculum.decay = 0.98        # of the running average of the training metric
+  c.log = ml_collections.ConfigDict()
+  c.log.progress = True            # a bar on a terminal, one line per evaluation in a log
+  c.log.tensorboard = True         # event files in the workdir: tensorboard --logdir runs
+  c.log.images = True              # ... with weightings and memory images at evaluations
   c.eval = ml_collections.ConfigDict()
   c.eval.num_sequences = 1_000
   c.eval.lengths = (10, 20, 40, 80)

@@ -13,7 +13,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from memflax import config_defaults
+from memflax import config_defaults, progress_log, tracing
 from memflax import workdir as workdir_lib
 from memflax.data.bits import bigram_bits_per_byte, bigram_counts
 from memflax.checkpoint import Checkpointer, stored_config
@@ -49,13 +49,15 @@ def restore(workdir: str | Path) -> tuple[Trainer, Any, int]:
   return trainer, state.params, step
 
 
-def length_generalisation(trainer: Trainer, params, lengths, num_sequences: int) -> dict:
+def length_generalisation(trainer: Trainer, params, lengths, num_sequences: int,
+                          progress: bool = False) -> dict:
   """{str(size): {metrics..., 'num_sequences'}} at each size of the task's size axis
   (`task.probe(size)`: sequence length for copy, items stored for associative recall,
-  key-value pairs for MQAR, ...), beyond the training range included."""
+  key-value pairs for MQAR, ...), beyond the training range included. progress: a bar over
+  the sizes on a terminal (each compiles its own program)."""
   root = jax.random.fold_in(jax.random.PRNGKey(trainer.config.seed), _EVAL_STREAM)
   results = {}
-  for size in lengths:
+  for size in progress_log.bar(lengths, len(lengths), trainer.task.size_name, progress):
     step = trainer.make_eval_step(num_sequences, jax.random.fold_in(root, size),
                                   **trainer.task.probe(size))
     metrics = jax.device_get(step(params))
@@ -70,31 +72,21 @@ def profile_sizes(largest: int, points: int = 8, smallest: int = 1) -> list[int]
 
 
 def memory_profile(trainer: Trainer, params, largest: int, num_sequences: int,
-                   points: int = 8) -> dict:
+                   points: int = 8, progress: bool = False) -> dict:
   """The task's headline metric against its size axis, from the smallest size to `largest`:
   {'size_name', 'metric', 'higher_is_better', 'sizes': [...], 'values': [...]}."""
   task = trainer.task
   sizes = profile_sizes(largest, points, getattr(task, 'smallest_size', 1))
-  rows = length_generalisation(trainer, params, sizes, num_sequences)
+  rows = length_generalisation(trainer, params, sizes, num_sequences, progress)
   return dict(size_name=task.size_name, metric=task.primary_metric,
               higher_is_better=task.higher_is_better, sizes=[int(n) for n in rows],
               values=[rows[n][task.primary_metric] for n in rows])
 
 
 def trace_one(trainer: Trainer, params, length: int, seed: int = 0) -> dict[str, np.ndarray]:
-  """Runs one example of size `length`; returns inputs, targets, mask, outputs
-  (probabilities in the layout of targets: σ for bits, softmax over tokens) [T, ...] and the
-  model's traces (e.g. read/write weightings [T, heads, N])."""
-  batch = trainer.task.make_batch(jax.random.PRNGKey(seed), 1, **trainer.task.probe(length))
-  logits, traces = jax.jit(trainer.model.apply)({'params': params}, batch['inputs'])
-  out = {k: np.asarray(batch[k][0]) for k in ('inputs', 'targets', 'mask')}
-  if out['targets'].ndim == logits.ndim - 2:  # token ids: show them one-hot beside softmax
-    out['targets'] = np.asarray(jax.nn.one_hot(out['targets'], logits.shape[-1]))
-    out['outputs'] = np.asarray(jax.nn.softmax(logits[0]))
-  else:
-    out['outputs'] = np.asarray(jax.nn.sigmoid(logits[0]))
-  out.update({k: np.asarray(v[0]) for k, v in traces.items()})
-  return out
+  """One example of size `length` with everything the model can show (tracing.make_tracer):
+  inputs, targets, mask, outputs [T, ...], weightings [T, heads, N], memory [T, N, W]."""
+  return tracing.make_tracer(trainer, length, seed)(params)
 
 
 def language_model_eval(trainer: Trainer, params, max_windows: int | None = None) -> dict:

@@ -10,20 +10,26 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import Iterable, TypeVar
 
 from tqdm import tqdm
+
+T = TypeVar('T')
 
 
 class ProgressLog:
 
-  def __init__(self, total: int, initial: int, enabled: bool = True, stream=None):
+  def __init__(self, total: int, initial: int, enabled: bool = True, stream=None,
+               bar: bool = True, description: str = ''):
+    """enabled=False: print nothing (processes other than 0); bar=False: lines, never a bar
+    (config.log.progress=false)."""
     self.total = total
     self.enabled = enabled
     self.stream = stream or sys.stdout
     self.started = time.perf_counter()
-    interactive = enabled and self.stream.isatty()
+    interactive = enabled and bar and self.stream.isatty()
     self._bar = tqdm(total=total, initial=initial, file=self.stream, dynamic_ncols=True,
-                     mininterval=1.0) if interactive else None
+                     mininterval=1.0, desc=description or None) if interactive else None
     self._last = {}
 
   def line(self, text: str) -> None:
@@ -72,3 +78,18 @@ def summary(config, workdir: Path, start: int, train_time_s: float, last_eval: d
   return (f'done: {config.model.name} on {config.task.name}, step {config.num_train_steps}'
           f'{resumed}, {final}, training time {_clock(train_time_s)}; metrics '
           f'{workdir / "metrics.jsonl"}, checkpoints {workdir / "checkpoints"}')
+
+
+def bar(iterable: Iterable[T], total: int | None = None, description: str = '',
+        enabled: bool = True, stream=None) -> Iterable[T]:
+  """`iterable` with a progress bar on a terminal; on anything else (or enabled=False) the
+  iterable itself, silent: the caller's own lines are the log. For evaluations over sizes,
+  benchmark sweeps and other loops of long steps."""
+  stream = stream or sys.stderr
+  # jax only if the caller has imported it (a benchmark parent that spawns measured children
+  # should not pay for it); without jax there is one process.
+  main = 'jax' not in sys.modules or sys.modules['jax'].process_index() == 0
+  if not (enabled and main and stream.isatty()):
+    return iterable
+  return tqdm(iterable, total=total, desc=description, file=stream, dynamic_ncols=True,
+              leave=False)

@@ -23,13 +23,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from memflax import config_checks, models, parallel, progress_log, tasks
+from memflax import config_checks, models, parallel, progress_log, tasks, tracing
 from memflax import curriculum as curriculum_lib
 from memflax import length_buckets
 from memflax import workdir as workdir_lib
 from memflax.checkpoint import Checkpointer, check_compatible
 from memflax.data.from_config import corpus_for
 from memflax.metric_writer import MetricWriter
+from memflax.tensorboard_log import TensorBoardLog
 
 
 # How far the host may dispatch ahead of the devices. Unbounded, a fast host queues
@@ -321,11 +322,13 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
     return run_loop(Trainer(config, data), config_dict, workdir)
 
 
-def run_loop(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
+def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
+             description: str = '') -> TrainState:
   """The loop itself, for callers that build their own Trainer (memflax.continual runs one
   per task with a padded task, a regulariser and initial parameters). `workdir` must be
   resolved and validated, and held under a RunLock (its own, or, for a continual task, the
-  sequence's); `config_dict` is what checkpoints store."""
+  sequence's); `config_dict` is what checkpoints store; `description` labels the progress
+  bar (e.g. 'task 2/5')."""
   config = trainer.config
   is_main = jax.process_index() == 0
   writer = MetricWriter(workdir)
@@ -335,7 +338,11 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
     state, start, progress = restored if restored else (trainer.init_state(), 0, {})
     state = jax.block_until_ready(state)
     superseded = writer.discard_after(start)
-    log = progress_log.ProgressLog(config.num_train_steps, start, enabled=is_main)
+    log = progress_log.ProgressLog(config.num_train_steps, start,
+                                   enabled=is_main, bar=config.log.progress,
+                                   description=description)
+    board = TensorBoardLog(workdir, start, enabled=config.log.tensorboard)
+    tracer = _eval_tracer(trainer) if config.log.tensorboard and config.log.images else None
     where = (f'resumed from step {start}' if restored else 'from scratch'
              if trainer.initial_params is None else 'from the given initial parameters')
     if superseded:
@@ -346,7 +353,10 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
     compile_start = time.perf_counter()
     train_steps = trainer.compile_train_steps(state, start)
     evaluate = trainer.make_evaluator(config.eval.num_sequences, state.params)
-    writer.write(start, compile_s=time.perf_counter() - compile_start)
+    compile_s = time.perf_counter() - compile_start
+    writer.write(start, compile_s=compile_s)
+    board.scalars(start, 'run', {'compile_s': compile_s})
+    learning_rate = learning_rate_schedule(config)
 
     total = config.num_train_steps
     # Training wall clock carries over resumes (stored with each checkpoint).
@@ -376,26 +386,42 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path) -> TrainState:
         last_time, last_step = now, step
         task_metrics = {k: v for k, v in host.items()
                         if k not in ('loss', 'grad_norm', 'param_norm', 'nonfinite')}
-        writer.write(step, loss=host['loss'], **task_metrics,
-                     grad_norm=host['grad_norm'], param_norm=host['param_norm'],
-                     steps_per_sec=rate, sequences_per_sec=rate * config.batch_size,
-                     train_time_s=train_time())
+        row = dict(loss=host['loss'], **task_metrics, grad_norm=host['grad_norm'],
+                   param_norm=host['param_norm'], learning_rate=float(learning_rate(step - 1)),
+                   steps_per_sec=rate, sequences_per_sec=rate * config.batch_size)
+        writer.write(step, **row, train_time_s=train_time())
+        board.scalars(step, 'train', row)
         log.update(step, loss=float(host['loss']), steps_per_sec=rate)
       if step % config.eval_every_steps == 0 or final:
         last_eval = {f'eval_{k}': v for k, v in evaluate(state.params).items()}
         writer.write(step, **last_eval)
         log.event(step, last_eval)
+        board.scalars(step, 'eval', {k[len('eval_'):]: v for k, v in last_eval.items()})
+        if tracer is not None:
+          board.trace_images(step, tracer(state.params))
+        board.flush()
       if save_now:
         checkpointer.save(step, state, config_dict, {'train_time_s': train_time()})
     log.close()
   finally:
     checkpointer.close()
+    if 'board' in locals():
+      board.close()
   if start < config.num_train_steps or not restored:
     log.line(progress_log.summary(config, workdir, start, train_time(), last_eval))
   else:
     log.line(f'memflax: {workdir} already holds the final checkpoint (step {start}); '
              'nothing to train')
   return state
+
+
+def _eval_tracer(trainer: Trainer):
+  """params -> trace of one fixed example for the TensorBoard images, compiled once; None
+  where there is nothing to draw: models without weightings or memory, host-fed text, and
+  multi-process runs (the single-example program would have to run on every process)."""
+  if jax.process_count() > 1 or getattr(trainer.task, 'host_fed', False):
+    return None
+  return tracing.make_tracer(trainer, seed=trainer.config.seed)
 
 
 def _stop_if_nonfinite(host_metrics: dict, step: int, checkpointer: Checkpointer) -> None:

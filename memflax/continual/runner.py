@@ -338,7 +338,8 @@ def _run(seq: Sequence, workdir: Path, source: Path | None) -> dict:
     trainer = seq.trainer(t, regulariser=hook, initial_params=start)
     subdir = workdir / TASKS_DIR / seq.name(t)
     subdir.mkdir(parents=True, exist_ok=True)
-    state = run_loop(trainer, config_to_dict(seq.sub_configs[t]), subdir)
+    state = run_loop(trainer, config_to_dict(seq.sub_configs[t]), subdir,
+                     description=f'task {t + 1}/{len(seq)}')
     meta = dict(index=t, key=seq.keys[t], task=config_dict['continual']['task_fields'][seq.keys[t]],
                 config=config_dict, widths=list(seq.widths), strategy=c.strategy,
                 row=seq.row(state.params), train_time_s=_train_time(subdir),

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import sys
 import tempfile
 from collections.abc import Iterable, Sequence
 
@@ -99,11 +100,11 @@ class TextCorpus(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
 @contextlib.contextmanager
 def _quiet_tfds():
-  """TFDS warns on every custom config and draws progress bars while building: noise in a
-  log. load_text_corpus prints one line of its own instead."""
+  """TFDS warns on every custom config: noise in a log. Its progress bars over the build are
+  kept for a terminal only; in a log, load_text_corpus prints one line of its own instead."""
   verbosity = absl_logging.get_verbosity()
   absl_logging.set_verbosity(absl_logging.ERROR)
-  tfds.display_progress_bar(False)
+  tfds.display_progress_bar(sys.stderr.isatty() and jax.process_index() == 0)
   try:
     yield
   finally:

@@ -60,6 +60,7 @@ class DNCCell(nn.Module):
         xi['read_modes'])
     reads = mem.read(memory, read_w)
 
+    self.sow('intermediates', 'memory', memory)  # for plots only (see ntm.NTMCell)
     new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
                      write_w=write_w, usage=usage, link=link, precedence=precedence)
     out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
@@ -100,7 +101,8 @@ class Model(nn.Module):
     # memory in the backward pass is cheaper than stacking them for every time step
     # (batch 32 on CPU: ~1.4× faster per step).
     scan = nn.scan(nn.remat(DNCCell), variable_broadcast='params',
-                   split_rngs={'params': False}, in_axes=1, out_axes=1)
+                   variable_axes={'intermediates': 1}, split_rngs={'params': False},
+                   in_axes=1, out_axes=1)
     _, (features, traces) = scan(
         controller_size=self.controller_size, memory_size=n, memory_width=w,
         num_read_heads=r, controller_clip=self.controller_clip, name='cell')(carry, inputs)

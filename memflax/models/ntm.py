@@ -50,6 +50,9 @@ class NTMCell(nn.Module):
     memory, reads, read_w, write_w = self.access(carry, rp, wp)
     if self.frobenius_norm:
       memory = mem.frobenius_normalize(memory)
+    # Memory contents for plots: kept only when apply() is asked for mutable
+    # 'intermediates' (evaluate.trace_one), so training never stacks [B,T,N,W].
+    self.sow('intermediates', 'memory', memory)
     new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
                      write_w=write_w)
     out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
@@ -150,7 +153,8 @@ class Model(nn.Module):
     # batch 32 halved the step time on CPU (the stacks' writes and reads cost more
     # than the recomputation; benchmarks/train_throughput.py).
     scan = nn.scan(nn.remat(cell_cls), variable_broadcast='params',
-                   split_rngs={'params': False}, in_axes=1, out_axes=1)
+                   variable_axes={'intermediates': 1}, split_rngs={'params': False},
+                   in_axes=1, out_axes=1)
     _, (features, traces) = scan(
         controller_size=self.controller_size, memory_size=self.memory_size,
         memory_width=self.memory_width, num_read_heads=self.num_read_heads,
