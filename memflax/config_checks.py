@@ -11,7 +11,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from memflax import models, tasks
+from memflax import extensions, models, tasks
 from memflax.curriculum import KINDS
 
 OPTIMIZERS = ('adam', 'rmsprop')
@@ -45,11 +45,16 @@ def _check_section(section, name: str, known: set[str], what: str) -> None:
 
 def validate(config, num_devices: int) -> None:
   """Raises ConfigError on the first problem; returns None when the config is usable."""
-  _require(config.model.get('name') in models.available(),
-           f'model.name must be one of {models.available()}, got {config.model.get("name")!r}')
-  _require(config.task.get('name') in tasks.available(),
-           f'task.name must be one of {tasks.available()}, got {config.task.get("name")!r}')
-  model_cls = models.model_class(config.model.name)
+  for section, package in (('model', models), ('task', tasks)):
+    name = config[section].get('name')
+    _require(isinstance(name, str) and (name in package.available()
+                                        or extensions.is_external(name)),
+             f'{section}.name must be one of {package.available()} or a dotted path to your '
+             f'own module (my_{section}s.my_{section}), got {name!r}')
+  try:
+    model_cls = models.model_class(config.model.name)
+  except ValueError as e:
+    raise ConfigError(str(e).splitlines()[0]) from None
   _check_section(config.model, config.model.name, _fields(model_cls) - {'output_size',
                                                                           'parent', 'name'},
                  'model')

@@ -148,27 +148,30 @@ GENERALISING_NTM = dict(controller_forget_bias=10.0, write_sharpen_boost=3.0,
 
 
 def compose(model: str, task: str, variant: str = '', model_fields: dict | None = None,
-            **harness) -> ml_collections.ConfigDict:
+            task_fields: dict | None = None, **harness) -> ml_collections.ConfigDict:
   """The config of `model` trained on `task`: harness defaults, then the model's training
-  preset, then `model_fields` and `harness` overrides (e.g. num_train_steps=...), then the
-  variant."""
+  preset, then `model_fields`, `task_fields` and `harness` overrides (e.g.
+  num_train_steps=...), then the variant. `model`/`task` may be dotted paths to the user's
+  own modules (memflax.extensions)."""
   c = harness_config()
-  sizes = {**MODELS[model], **(LM_MODELS.get(model, {}) if task == 'byte_lm' else {}),
+  # A model or task of the user's (a dotted module path, memflax.extensions) has no preset:
+  # its own defaults, `model_fields`/`task_fields` and the harness defaults apply.
+  sizes = {**MODELS.get(model, {}), **(LM_MODELS.get(model, {}) if task == 'byte_lm' else {}),
            **(model_fields or {})}
   c.model = ml_collections.ConfigDict({'name': model, **sizes})
-  spec = TASKS[task]
-  c.task = ml_collections.ConfigDict({'name': task, **spec['fields']})
+  spec = TASKS.get(task, dict(fields={}, eval_lengths=c.eval.lengths))
+  c.task = ml_collections.ConfigDict({'name': task, **spec['fields'], **(task_fields or {})})
   c.eval.lengths = spec['eval_lengths']
-  TRAINING[model](c)
+  TRAINING.get(model, lambda c: None)(c)
   TASK_TRAINING.get(task, lambda c: None)(c)
   c.length_buckets = LENGTH_BUCKETS.get((model, task), 1)
   c.update(harness)
   if variant == 'tiny':
-    c.model.update(TINY_MODELS[model])
-    c.task.update(TINY_TASKS[task])
+    c.model.update(TINY_MODELS.get(model, {}))
+    c.task.update(TINY_TASKS.get(task, {}))
     c.update(batch_size=8, num_train_steps=100, log_every_steps=10, eval_every_steps=50,
              checkpoint_every_steps=50, lr_warmup_steps=min(c.lr_warmup_steps, 10))
-    c.eval.update(num_sequences=64, lengths=TINY_EVAL_LENGTHS[task])
+    c.eval.update(num_sequences=64, lengths=TINY_EVAL_LENGTHS.get(task, c.eval.lengths))
     c.length_buckets = min(c.length_buckets, 2)  # still two shapes, half the compiling
     if 'data' in c:  # a small real corpus: the stdlib's json package
       c.data.paths = os.path.join(sysconfig.get_paths()['stdlib'], 'json')

@@ -7,7 +7,8 @@ clone). Only step-count and size overrides are appended, to keep the suite fast;
 the 8-device command keeps its full model size and runs past the number of steps
 XLA queues per device, where it used to deadlock. Lines that launch several
 processes of one run (`--process_id=`) start together. ```python blocks run as
-scripts in the same folder.
+scripts in the same folder, except those that start `# file: PATH`: files the reader is
+told to save, written there first.
 """
 
 from __future__ import annotations
@@ -52,7 +53,18 @@ def runnable_blocks() -> list[list[str]]:
 
 
 def python_blocks() -> list[str]:
-  return re.findall(r'```python\n(.*?)```', README, re.S)
+  """The ```python blocks run as scripts (not those that are files to save)."""
+  return [b for b in re.findall(r'```python\n(.*?)```', README, re.S) if not FILE.match(b)]
+
+
+# A ```python block whose first line is `# file: PATH` is a file the reader saves (the
+# new-model guide); it is written to PATH in the fresh directory before any command runs.
+FILE = re.compile(r'# file: (\S+)\n')
+
+
+def file_blocks() -> dict[str, str]:
+  return {FILE.match(b).group(1): b for b in re.findall(r'```python\n(.*?)```', README, re.S)
+          if FILE.match(b)}
 
 
 def _split(line: str) -> tuple[dict, list[str]]:
@@ -81,6 +93,9 @@ def fresh_dir(tmp_path_factory):
   for entry in REPO.iterdir():
     if not entry.name.startswith('.') and entry.name not in ('runs',):
       (root / entry.name).symlink_to(entry)
+  for path, text in file_blocks().items():
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    (root / path).write_text(text)
   return root
 
 

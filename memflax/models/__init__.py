@@ -15,6 +15,8 @@ import pkgutil
 
 import flax.linen as nn
 
+from memflax import extensions
+
 
 def available() -> list[str]:
   """Names of all model families (one module each in this package)."""
@@ -22,8 +24,13 @@ def available() -> list[str]:
 
 
 def model_class(name: str) -> type[nn.Module]:
+  """The Model of family `name`: a module of this package, or a dotted path to a module of
+  the user's exporting `Model` (memflax.extensions)."""
+  if extensions.is_external(name):
+    return extensions.load(name, 'Model', 'model')
   if name not in available():
-    raise ValueError(f'unknown model.name {name!r}; choose one of {available()}')
+    raise ValueError(f'unknown model.name {name!r}; choose one of {available()} or a dotted '
+                     'path to your own module (my_models.my_model)')
   return importlib.import_module(f'{__name__}.{name}').Model
 
 

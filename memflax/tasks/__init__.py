@@ -11,14 +11,22 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from memflax import extensions
+
 
 def available() -> list[str]:
   return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith('_'))
 
 
 def build(task_config):
-  """Instantiates `config.task` (its fields other than `name` become Task fields)."""
-  if task_config.name not in available():
-    raise ValueError(f'unknown task.name {task_config.name!r}; choose one of {available()}')
+  """Instantiates `config.task` (its fields other than `name` become Task fields). The name
+  is a module of this package or a dotted path to a module of the user's exporting `Task`
+  (memflax.extensions)."""
+  name = task_config.name
   kwargs = {k: v for k, v in dict(task_config).items() if k != 'name'}
-  return importlib.import_module(f'{__name__}.{task_config.name}').Task(**kwargs)
+  if extensions.is_external(name):
+    return extensions.load(name, 'Task', 'task')(**kwargs)
+  if name not in available():
+    raise ValueError(f'unknown task.name {name!r}; choose one of {available()} or a dotted '
+                     'path to your own module (my_tasks.my_task)')
+  return importlib.import_module(f'{__name__}.{name}').Task(**kwargs)
