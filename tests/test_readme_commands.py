@@ -13,11 +13,14 @@ told to save, written there first.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -106,7 +109,37 @@ def _env(extra: dict) -> dict:
 
 
 def _python(argv: list[str]) -> list[str]:
-  return [sys.executable, *argv[1:]] if argv and argv[0] == 'python' else argv
+  """`python` and the console scripts it installed, from the interpreter running the tests."""
+  if argv and argv[0] == 'python':
+    return [sys.executable, *argv[1:]]
+  if argv and (Path(sys.executable).parent / argv[0]).is_file():
+    return [str(Path(sys.executable).parent / argv[0]), *argv[1:]]
+  return argv
+
+
+def _check_server(line: str, argv: list[str], cwd: Path) -> None:
+  """A command that serves (tensorboard): it must come up and list the runs there are."""
+  logdir = cwd / next(a.split('=', 1)[1] if '=' in a else argv[argv.index(a) + 1]
+                      for a in argv if a.startswith('--logdir'))
+  expected = {str(p.parent.relative_to(logdir)) for p in logdir.rglob('events.out.tfevents.*')}
+  proc = subprocess.Popen(_python(argv), cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+  try:
+    deadline = time.monotonic() + 120
+    while True:
+      assert proc.poll() is None, f'{line} exited:\n{proc.stdout.read()[-3000:]}'
+      try:
+        with urllib.request.urlopen('http://localhost:6006/data/runs', timeout=5) as response:
+          runs = set(json.loads(response.read()))
+        if expected <= runs:
+          break
+      except (OSError, ValueError):
+        pass
+      assert time.monotonic() < deadline, f'{line}: runs {expected} not served'
+      time.sleep(1)
+  finally:
+    proc.terminate()
+    proc.wait(timeout=30)
 
 
 def _check(proc: subprocess.CompletedProcess, line: str) -> None:
@@ -131,6 +164,9 @@ def test_readme_bash_block_runs_as_written(fresh_dir, index):
     if line in together:
       continue
     env, argv = _split(line)
+    if argv[0] == 'tensorboard':
+      _check_server(line, argv, fresh_dir)
+      continue
     proc = subprocess.run(_python(_with_overrides(env, argv)), cwd=fresh_dir, env=_env(env),
                           capture_output=True, text=True, timeout=600)
     _check(proc, line)
