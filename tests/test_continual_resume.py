@@ -1,5 +1,5 @@
-"""Continual runs resume exactly after SIGKILL mid-sequence, and 8 devices measure the
-same R matrix as one."""
+"""Continual runs resume exactly after SIGKILL mid-sequence, and 8 devices or two processes
+measure the same R matrix as one device."""
 
 import json
 import signal
@@ -9,6 +9,7 @@ import time
 
 import jax
 import numpy as np
+import portpicker
 import pytest
 
 from conftest import REPO, cli_env, run_cli
@@ -71,25 +72,55 @@ def test_sigkill_during_task_two_then_resume_is_bit_exact(tmp_path):
       np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.slow
-def test_eight_devices_give_the_same_r_matrix(tmp_path):
-  args = [CONFIG, '--config.continual.strategy=replay', '--config.num_train_steps=40',
-          '--config.batch_size=16', '--config.checkpoint_every_steps=20',
-          '--config.log_every_steps=20', '--config.eval_every_steps=40',
-          '--config.eval.num_sequences=64', '--config.continual.replay_buffer_size=32',
-          '--config.continual.replay_batch_size=8']
-  results = {}
-  for devices in (1, 8):
-    workdir = tmp_path / f'd{devices}'
-    proc = run_cli('train.py', *args, f'--workdir={workdir}', devices=devices)
-    assert proc.returncode == 0, proc.stderr
-    assert f'{devices} device(s)' in proc.stdout
-    results[devices] = json.loads((workdir / 'continual.json').read_text())
-  one, eight = results[1], results[8]
-  r1 = np.array(one['R'])
-  assert r1[1:].max() > r1[0].max()  # it trained: not a comparison of two no-ops
+SEQUENCE_ARGS = [CONFIG, '--config.continual.strategy=replay', '--config.num_train_steps=40',
+                 '--config.batch_size=16', '--config.checkpoint_every_steps=20',
+                 '--config.log_every_steps=20', '--config.eval_every_steps=40',
+                 '--config.eval.num_sequences=64', '--config.continual.replay_buffer_size=32',
+                 '--config.continual.replay_batch_size=8']
+
+
+@pytest.fixture(scope='module')
+def one_device_result(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp('one_device')
+  proc = run_cli('train.py', *SEQUENCE_ARGS, f'--workdir={workdir}', devices=1)
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads((workdir / 'continual.json').read_text())
+  r = np.array(result['R'])
+  assert r[1:].max() > r[0].max()  # it trained: not a comparison of two no-ops
+  return result
+
+
+def assert_same_sequence_result(other: dict, one: dict) -> None:
   # Accuracy counts thresholded bits, so a logit that float summation order moves across
   # 0 flips one bit of 64 sequences' answers: allow a few such flips.
-  np.testing.assert_allclose(np.array(eight['R']), r1, atol=3e-3)
+  np.testing.assert_allclose(np.array(other['R']), np.array(one['R']), atol=3e-3)
   for key in ('ACC', 'BWT', 'forgetting'):
-    assert eight[key] == pytest.approx(one[key], abs=3e-3)
+    assert other[key] == pytest.approx(one[key], abs=3e-3)
+
+
+@pytest.mark.slow
+def test_eight_devices_give_the_same_r_matrix(tmp_path, one_device_result):
+  proc = run_cli('train.py', *SEQUENCE_ARGS, f'--workdir={tmp_path}', devices=8)
+  assert proc.returncode == 0, proc.stderr
+  assert '8 device(s)' in proc.stdout
+  assert_same_sequence_result(json.loads((tmp_path / 'continual.json').read_text()),
+                              one_device_result)
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_same_r_matrix(tmp_path, one_device_result):
+  # jax.distributed on 127.0.0.1 with gloo: one device per process, every task's steps,
+  # evaluations, replay buffer and snapshot shared by both processes.
+  port = portpicker.pick_unused_port()
+  procs = [subprocess.Popen(
+      [sys.executable, str(REPO / 'train.py'), *SEQUENCE_ARGS, f'--workdir={tmp_path}',
+       f'--coordinator_address=127.0.0.1:{port}', '--num_processes=2', f'--process_id={i}'],
+      cwd=REPO, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+      for i in range(2)]
+  outputs = [p.communicate(timeout=900)[0] for p in procs]
+  assert [p.returncode for p in procs] == [0, 0], [o[-3000:] for o in outputs]
+  assert '2 device(s), 2 process(es)' in outputs[0]
+  assert outputs[0].strip().splitlines()[-1].startswith('done: continual (replay)')
+  assert 'done: continual' not in outputs[1]  # process 0 alone reports and writes
+  assert_same_sequence_result(json.loads((tmp_path / 'continual.json').read_text()),
+                              one_device_result)
