@@ -92,6 +92,9 @@ def main(argv):
   if 'read_weights' in trace or 'write_weights' in trace:
     pngs.append(workdir / f'eval_weightings_len{plot_length}.png')
     viz.plot_weightings(trace, pngs[-1], title)
+  if 'memory' in trace:
+    pngs.append(workdir / f'eval_memory_len{plot_length}.png')
+    viz.plot_memory(trace['memory'], pngs[-1], title)
 
   metric = task.primary_metric
   print(f'step {step}: ' + ', '.join(f'{task.size_name} {n}: {metric} {r[metric]:.3f}'

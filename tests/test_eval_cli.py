@@ -24,7 +24,8 @@ def test_eval_writes_length_generalisation_and_plots(tmp_path):
   assert profile['sizes'] == sorted(set(profile['sizes'])) and profile['sizes'][0] == 1
   assert profile['sizes'][-1] == 80 and len(profile['values']) == len(profile['sizes'])
   assert 0 < profile['values'][0] < profile['values'][-1]
-  for name in ('eval_sequence_len40.png', 'eval_weightings_len40.png', 'eval_memory_profile.png'):
+  for name in ('eval_sequence_len40.png', 'eval_weightings_len40.png', 'eval_memory_len40.png',
+               'eval_memory_profile.png'):
     assert (tmp_path / name).read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from memflax import viz
 from memflax.continual import metrics, snapshots
 
 ACCURACY_DEFINITION = ('per-bit accuracy 1 - bit_errors/bits per held-out sequence, averaged '
@@ -41,28 +42,7 @@ def write(result: dict, workdir: Path) -> tuple[Path, Path]:
   tmp.write_text(json.dumps(result, indent=2) + '\n')
   tmp.replace(path)
   png = workdir / 'continual_R.png'
-  heatmap(result, png)
+  viz.plot_accuracy_matrix(result, png)
   return path, png
 
 
-def heatmap(result: dict, path: Path) -> None:
-  import matplotlib
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt
-
-  r = np.array(result['R'])
-  tasks = result['tasks']
-  fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(tasks), 1.2 + 0.7 * len(r)))
-  image = ax.imshow(r, vmin=min(0.5, float(r.min())), vmax=1.0, cmap='viridis', aspect='auto')
-  for (i, j), v in np.ndenumerate(r):
-    ax.text(j, i, f'{v:.3f}', ha='center', va='center',
-            color='black' if v > 0.8 else 'white', fontsize=9)
-  ax.set_xticks(range(len(tasks)), tasks, rotation=20)
-  ax.set_yticks(range(len(r)), ['before'] + [f'after {t}' for t in tasks])
-  ax.set_xlabel('evaluated on')
-  ax.set_title(f'{result["strategy"]}: ACC {result["ACC"]:.3f}, BWT {result["BWT"]:+.3f}, '
-               f'forgetting {result["forgetting"]:.3f}', fontsize=10)
-  fig.colorbar(image, ax=ax, label='accuracy')
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
