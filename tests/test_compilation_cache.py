@@ -28,7 +28,13 @@ def test_a_rerun_hits_the_cache_and_off_disables_it(tmp_path):
   assert written, 'the first run stored no compiled program'
   second = _train(tmp_path / 'b', MEMFLAX_COMPILATION_CACHE=str(cache))
   assert second.returncode == 0, second.stderr
-  assert _entries(cache) == written  # every program came from the cache
+  # Every program the first run stored was found again: no second entry for any of them.
+  # (A program whose compile time straddles the cache's 1 s threshold may be stored by the
+  # second run only, on a busy machine: that is new, not recompiled.)
+  after = _entries(cache)
+  assert set(written) <= set(after)
+  added = {name.split('-')[0] for name in set(after) - set(written)}
+  assert not added & {name.split('-')[0] for name in written}, (written, after)
 
   home = tmp_path / 'home'
   third = _train(tmp_path / 'c', MEMFLAX_COMPILATION_CACHE='off', XDG_CACHE_HOME=str(home))
