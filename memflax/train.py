@@ -333,6 +333,7 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
   is_main = jax.process_index() == 0
   writer = MetricWriter(workdir)
   checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+  board = None
   try:
     restored = checkpointer.restore_newest(trainer.abstract_state())
     state, start, progress = restored if restored else (trainer.init_state(), 0, {})
@@ -405,7 +406,7 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
     log.close()
   finally:
     checkpointer.close()
-    if 'board' in locals():
+    if board is not None:
       board.close()
   if start < config.num_train_steps or not restored:
     log.line(progress_log.summary(config, workdir, start, train_time(), last_eval))
