@@ -343,7 +343,6 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
                                    enabled=is_main, bar=config.log.progress,
                                    description=description)
     board = TensorBoardLog(workdir, start, enabled=config.log.tensorboard)
-    tracer = _eval_tracer(trainer) if config.log.tensorboard and config.log.images else None
     where = (f'resumed from step {start}' if restored else 'from scratch'
              if trainer.initial_params is None else 'from the given initial parameters')
     if superseded:
@@ -354,6 +353,9 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
     compile_start = time.perf_counter()
     train_steps = trainer.compile_train_steps(state, start)
     evaluate = trainer.make_evaluator(config.eval.num_sequences, state.params)
+    tracer = _eval_tracer(trainer) if config.log.tensorboard and config.log.images else None
+    if tracer is not None:
+      tracer(state.params)  # compiled here, with the steps, not at the first evaluation
     compile_s = time.perf_counter() - compile_start
     writer.write(start, compile_s=compile_s)
     board.scalars(start, 'run', {'compile_s': compile_s})
@@ -417,8 +419,8 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
 
 
 def _eval_tracer(trainer: Trainer):
-  """params -> trace of one fixed example for the TensorBoard images, compiled once; None
-  where there is nothing to draw: models without weightings or memory, host-fed text, and
+  """params -> trace of one fixed example for the TensorBoard images (weightings and memory
+  where the model has them, target and output always); None for host-fed text and for
   multi-process runs (the single-example program would have to run on every process)."""
   if jax.process_count() > 1 or getattr(trainer.task, 'host_fed', False):
     return None
