@@ -1,12 +1,13 @@
 """Train a memflax model: python train.py --config=configs/ntm_copy.py --workdir=DIR
 
 Rerunning the same command in the same workdir resumes from its newest good
-checkpoint. Override any field with --config.FIELD=VALUE (unknown fields are
-errors). `python train.py --list` names the models, tasks and configs. Several
+checkpoint; SIGTERM (preemption) saves a checkpoint and exits 0. Override any
+field with --config.FIELD=VALUE (unknown fields are errors). `python train.py --list` names the models, tasks and configs. Several
 hosts: pass --coordinator_address/--num_processes/--process_id to every process
 (CPU collectives use gloo).
 """
 
+import errno
 import sys
 
 from absl import app, flags, logging
@@ -43,13 +44,27 @@ def main(argv):
   from memflax import compilation_cache
   compilation_cache.enable()
   from memflax.train import train_and_evaluate
+  from memflax.checkpoint import CheckpointWriteError
+  from memflax import preemption
   config = cli_errors.loaded_config()
-  with cli_errors.exit_on_user_error():
-    if 'continual' in config:  # a task sequence (configs/cl_*.py): memflax.continual
-      from memflax.continual.runner import train_sequence
-      train_sequence(config, FLAGS.workdir)
-    else:
-      train_and_evaluate(config, FLAGS.workdir)
+  # SIGTERM from here on means "save and stop" (preemption), even before the loop starts.
+  with cli_errors.exit_on_user_error(), preemption.handling():
+    try:
+      if 'continual' in config:  # a task sequence (configs/cl_*.py): memflax.continual
+        from memflax.continual.runner import train_sequence
+        train_sequence(config, FLAGS.workdir)
+      else:
+        train_and_evaluate(config, FLAGS.workdir)
+    except preemption.Preempted as e:  # a clean stop, not a failure: the scheduler may requeue the job
+      print(f'memflax: {e}', flush=True)
+    except CheckpointWriteError as e:
+      cli_errors.fail(str(e), code=4)
+    except OSError as e:
+      if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
+        raise
+      cli_errors.fail(f'cannot write {e.filename or "to the workdir"}: {e.strerror}; the '
+                      'checkpoints already saved are intact: free space and rerun to resume',
+                      code=4)
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ field, so the entry points can print it and exit without a traceback.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +40,15 @@ def _check_section(section, name: str, known: set[str], what: str) -> None:
     # Sizes and counts: every int field named like one must be a positive int.
     if key.endswith(('_size', '_width', '_heads', '_layers', '_length', '_bits', '_slots')) \
         or key.startswith('num_'):
-      _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-               f'{what}.{key} must be a positive integer, got {value!r}')
+      # (below 2**31: shapes and indices are int32; larger ones overflow while tracing)
+      _require(isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31,
+               f'{what}.{key} must be a positive integer (below 2**31), got {value!r}')
+  if 'shift_range' in section:  # 2·shift_range + 1 rolls per head and step, traced one by one
+    value, slots = section['shift_range'], section.get('memory_size')
+    _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value
+             and (not isinstance(slots, int) or value <= slots),
+             f'{what}.shift_range must be an integer in [0, {what}.memory_size={slots}], '
+             f'got {value!r}')
 
 
 def validate(config, num_devices: int) -> None:
@@ -60,7 +68,7 @@ def validate(config, num_devices: int) -> None:
                  'model')
   try:
     task = tasks.build(config.task)
-  except (TypeError, ValueError) as e:
+  except (TypeError, ValueError, OverflowError) as e:
     message = str(e).splitlines()[0]
     raise ConfigError(message if message.startswith('task.') else f'task: {message}') from None
   _check_section(config.task, config.task.name, _fields(type(task)), 'task')
@@ -91,15 +99,28 @@ def validate(config, num_devices: int) -> None:
     _require(0 <= curriculum.decay < 1,
              f'curriculum.decay must be in [0, 1), got {curriculum.decay}')
 
+  _require(isinstance(config.seed, int) and not isinstance(config.seed, bool)
+           and -2**63 <= config.seed < 2**63,  # what jax.random.PRNGKey accepts
+           f'seed must be an integer in [-2**63, 2**63), got {config.seed!r}')
   for key in ('batch_size', 'num_train_steps', 'checkpoint_every_steps', 'eval_every_steps',
               'log_every_steps', 'keep_checkpoints'):
     value = config[key]
     lowest = 0 if key == 'num_train_steps' else 1
-    _require(isinstance(value, int) and value >= lowest,
-             f'{key} must be an integer >= {lowest}, got {value!r}')
+    # (below 2**31: the step counter is int32; a larger batch fails in jax.random)
+    _require(isinstance(value, int) and not isinstance(value, bool) and lowest <= value < 2**31,
+             f'{key} must be an integer >= {lowest} (and below 2**31), got {value!r}')
   for key in ('progress', 'tensorboard', 'images'):
     _require(isinstance(config.log[key], bool),
              f'log.{key} must be true or false, got {config.log[key]!r}')
+  _require(isinstance(config.skip_nonfinite_updates, bool),
+           f'skip_nonfinite_updates must be true or false, got {config.skip_nonfinite_updates!r}')
+  _require(isinstance(config.debug.nan_grads_at_step, int)
+           and not isinstance(config.debug.nan_grads_at_step, bool)
+           and config.debug.nan_grads_at_step >= 0,
+           f'debug.nan_grads_at_step must be an integer >= 0, got '
+           f'{config.debug.nan_grads_at_step!r}')
+  _require(isinstance(config.debug.nan_grads_leaf, str),
+           f'debug.nan_grads_leaf must be a string, got {config.debug.nan_grads_leaf!r}')
   _require(config.learning_rate > 0, f'learning_rate must be > 0, got {config.learning_rate}')
   _require(config.grad_clip_norm >= 0, f'grad_clip_norm must be >= 0, got {config.grad_clip_norm}')
   _require(config.grad_clip_value >= 0,
@@ -115,9 +136,10 @@ def validate(config, num_devices: int) -> None:
            f'optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}')
   _require(config.batch_size % num_devices == 0,
            f'batch_size {config.batch_size} is not divisible by the device count {num_devices}')
-  _require(config.eval.num_sequences > 0 and config.eval.num_sequences % num_devices == 0,
+  _require(0 < config.eval.num_sequences < 2**31
+           and config.eval.num_sequences % num_devices == 0,
            f'eval.num_sequences {config.eval.num_sequences} must be a positive multiple of '
-           f'the device count {num_devices}')
+           f'the device count {num_devices} (below 2**31)')
   _require(all(isinstance(n, int) and n > 0 for n in config.eval.lengths),
            f'eval.lengths must be positive integers, got {tuple(config.eval.lengths)}')
 
@@ -126,8 +148,20 @@ def validate(config, num_devices: int) -> None:
   model = models.build(config.model, task.output_size)
   probe = jax.ShapeDtypeStruct((1, 3, task.input_size), jnp.float32)
   try:
-    jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), probe)
-  except (ValueError, TypeError) as e:
+    with warnings.catch_warnings():  # the probe's warnings (e.g. casts of huge values) would
+      warnings.simplefilter('ignore')  # add lines to the one error line or precede training
+      variables = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x), probe)
+  except (ValueError, TypeError, OverflowError) as e:
     message = str(e).splitlines()[0]
     # Model errors usually name their field already (model.memory_init ...).
     raise ConfigError(message if message.startswith('model.') else f'model: {message}') from None
+  if config.debug.nan_grads_at_step:
+    paths = parameter_paths(variables['params'])
+    _require(any(config.debug.nan_grads_leaf in p for p in paths),
+             f'debug.nan_grads_leaf={config.debug.nan_grads_leaf!r} names no parameter; '
+             f'parameters: {paths}')
+
+
+def parameter_paths(params) -> list[str]:
+  """Each parameter leaf's path as printed in messages, e.g. "['controller']['kernel']"."""
+  return [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]

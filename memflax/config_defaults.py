@@ -25,6 +25,7 @@ def harness_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 250
   c.checkpoint_every_steps = 500
   c.keep_checkpoints = 3
+  c.skip_nonfinite_updates = False  # True: a step with NaN/inf is skipped and counted, not fatal
   c.length_buckets = 1             # >1: train on that many padded lengths (memflax/length_buckets.py)
   c.curriculum = ml_collections.ConfigDict()
   c.curriculum.kind = 'fixed'      # 'fixed': the task's whole range | 'grow' (memflax.curriculum)
@@ -37,6 +38,9 @@ def harness_config() -> ml_collections.ConfigDict:
   c.log.progress = True            # a bar on a terminal, one line per evaluation in a log
   c.log.tensorboard = True         # event files in the workdir: tensorboard --logdir runs
   c.log.images = True              # ... with weightings and memory images at evaluations
+  c.debug = ml_collections.ConfigDict()
+  c.debug.nan_grads_at_step = 0    # >0: make that step's gradients NaN (tests the handling)
+  c.debug.nan_grads_leaf = ''      # ... in the parameters whose path contains this ('' = all)
   c.eval = ml_collections.ConfigDict()
   c.eval.num_sequences = 1_000
   c.eval.lengths = (10, 20, 40, 80)

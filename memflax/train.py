@@ -22,8 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 
-from memflax import config_checks, models, parallel, progress_log, tasks, tracing
+from memflax import config_checks, models, parallel, preemption, progress_log, tasks, tracing
 from memflax import curriculum as curriculum_lib
 from memflax import length_buckets
 from memflax import workdir as workdir_lib
@@ -47,17 +48,26 @@ class NonFiniteError(RuntimeError):
   """Loss, gradients or parameters became NaN/inf; the run stops and keeps its last good checkpoint."""
 
 
+# nonfinite_at[1]: where a step first went non-finite.
+NONFINITE_LOSS, NONFINITE_GRADIENT, NONFINITE_PARAMETER = 0, 1, 2
+
+
 @flax.struct.dataclass
 class TrainState:
   """Everything a step reads and writes. `nonfinite` latches once a step produced
   NaN/inf; from then on steps leave the state unchanged so the host can stop at its
-  next sync point without a corrupted state ever reaching a checkpoint."""
+  next sync point without a corrupted state ever reaching a checkpoint. `nonfinite_at`
+  = (step, NONFINITE_*, leaf index) of that first step, for the error message; with
+  `skip_nonfinite_updates` such steps are skipped instead and counted in
+  `skipped_updates`."""
 
   step: jax.Array
   params: Any
   opt_state: Any
   rng: jax.Array
   nonfinite: jax.Array
+  nonfinite_at: jax.Array   # int32 [3]; -1s until a step goes non-finite
+  skipped_updates: jax.Array
   curriculum: dict  # memflax.curriculum state (constant when curriculum.kind is 'fixed')
 
 
@@ -138,6 +148,8 @@ class Trainer:
       return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                         opt_state=self.optimizer.init(params), rng=self.dropout_key,
                         nonfinite=jnp.zeros((), bool),
+                        nonfinite_at=jnp.full((3,), -1, jnp.int32),
+                        skipped_updates=jnp.zeros((), jnp.int32),
                         curriculum=curriculum_lib.initial_state(self.config))
     return init()
 
@@ -164,15 +176,27 @@ class Trainer:
 
     (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, parallel.DATA_AXIS)
+    grads = self._inject_nan(grads, state.step + 1)
     metrics = jax.lax.pmean(metrics, parallel.DATA_AXIS)
     updates, opt_state = self.optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
 
-    finite_params = jax.tree.reduce(jnp.logical_and,
-                                    jax.tree.map(lambda p: jnp.isfinite(p).all(), params))
-    bad = state.nonfinite | ~(jnp.isfinite(metrics['loss']) & jnp.isfinite(grad_norm)
-                              & finite_params)
+    # One flag per leaf, so the host can name the first bad one without a device copy.
+    finite_grads = jnp.stack([jnp.isfinite(g).all() for g in jax.tree.leaves(grads)])
+    finite_params = jnp.stack([jnp.isfinite(p).all() for p in jax.tree.leaves(params)])
+    finite_loss = jnp.isfinite(metrics['loss'])
+    step_bad = ~(finite_loss & finite_grads.all() & finite_params.all())
+    where = jnp.where(~finite_grads.all(), NONFINITE_GRADIENT,
+                      jnp.where(~finite_params.all(), NONFINITE_PARAMETER, NONFINITE_LOSS))
+    leaf = jnp.where(where == NONFINITE_GRADIENT, jnp.argmin(finite_grads),
+                     jnp.where(where == NONFINITE_PARAMETER, jnp.argmin(finite_params), -1))
+    first = step_bad & (state.nonfinite_at[0] < 0)
+    nonfinite_at = jnp.where(first, jnp.stack([state.step + 1, where, leaf]).astype(jnp.int32),
+                             state.nonfinite_at)
+    skip = self.config.skip_nonfinite_updates
+    # skip: a bad step leaves params and optimizer state as they were, the run goes on.
+    bad = step_bad if skip else state.nonfinite | step_bad
     keep = functools.partial(jax.tree.map, lambda old, new: jnp.where(bad, old, new))
     curriculum = state.curriculum
     if self.growing:  # metrics are pmean'd, so every device grows alike
@@ -180,13 +204,32 @@ class Trainer:
       curriculum = curriculum_lib.update(
           curriculum, metrics[self.task.primary_metric], self.config,
           self.task.higher_is_better, getattr(self.task, self.task.curriculum_field))
-    new_state = state.replace(step=jnp.where(bad, state.step, state.step + 1),
+    skipped = state.skipped_updates + step_bad.astype(jnp.int32) if skip else \
+        state.skipped_updates
+    new_state = state.replace(step=state.step + 1 if skip else
+                              jnp.where(bad, state.step, state.step + 1),
                               params=keep(state.params, params),
-                              opt_state=keep(state.opt_state, opt_state), nonfinite=bad,
+                              opt_state=keep(state.opt_state, opt_state),
+                              nonfinite=state.nonfinite if skip else bad,
+                              nonfinite_at=nonfinite_at, skipped_updates=skipped,
                               curriculum=keep(state.curriculum, curriculum))
     metrics.update(grad_norm=grad_norm, param_norm=optax.tree.norm(new_state.params),
-                   nonfinite=bad)
+                   nonfinite=new_state.nonfinite, nonfinite_at=nonfinite_at)
+    if skip:
+      metrics['skipped_updates'] = skipped
     return new_state, metrics
+
+  def _inject_nan(self, grads, step: jax.Array):
+    """debug.nan_grads_at_step: that step's gradients become NaN in the parameters whose
+    path contains debug.nan_grads_leaf (validated to name one), to exercise the handling."""
+    at, name = self.config.debug.nan_grads_at_step, self.config.debug.nan_grads_leaf
+    if not at:
+      return grads
+    def poison(path, g):
+      if name not in jax.tree_util.keystr(path):
+        return g
+      return jnp.where(step == at, jnp.full_like(g, jnp.nan), g)
+    return jax.tree_util.tree_map_with_path(poison, grads)
 
   def make_train_step(self):
     """(state, *step_inputs(state.step), bucket=step_bucket(state.step)) -> (state, metrics).
@@ -306,8 +349,9 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
   """Trains `config` in `workdir`, resuming from its newest good checkpoint.
 
   Raises ConfigError / IncompatibleCheckpointError / WorkdirError before anything
-  is compiled or written, and NonFiniteError (after keeping the last good
-  checkpoint) if the loss or gradients become NaN/inf.
+  is compiled or written, NonFiniteError (after keeping the last good
+  checkpoint) if the loss or gradients become NaN/inf, and preemption.Preempted
+  after saving a checkpoint at the step reached when SIGTERM arrived.
   """
   workdir = workdir_lib.resolve(workdir)
   config_checks.validate(config, jax.device_count())
@@ -317,9 +361,10 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
   # leaves nothing behind.
   data = corpus_for(config) if getattr(tasks.build(config.task), 'host_fed', False) else None
 
+  trainer = Trainer(config, data)
   workdir.mkdir(parents=True, exist_ok=True)
-  with workdir_lib.RunLock(workdir, jax.process_index()):
-    return run_loop(Trainer(config, data), config_dict, workdir)
+  with workdir_lib.RunLock(workdir, jax.process_index()), preemption.handling():
+    return run_loop(trainer, config_dict, workdir)
 
 
 def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
@@ -349,6 +394,13 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
       where += f' ({superseded} metric rows past it moved to {MetricWriter.SUPERSEDED})'
     log.line(f'memflax: {config.model.name} on {config.task.name}, {jax.device_count()} '
              f'device(s), {jax.process_count()} process(es), {where}')
+    written_on = progress.get('devices')
+    if restored and written_on is not None and written_on != jax.device_count():
+      # Gradients are averaged over a different split of the same global batch, so sums
+      # run in another order: equal to float tolerance, not bit for bit.
+      log.line(f'memflax: checkpoint at step {start} was written on {written_on} device(s); '
+               f'this run has {jax.device_count()}: same global batch, so losses match an '
+               'uninterrupted run to float tolerance, not bit for bit')
 
     compile_start = time.perf_counter()
     train_steps = trainer.compile_train_steps(state, start)
@@ -371,7 +423,16 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
 
     last_eval = {}
     in_flight = collections.deque()
+    def save(step: int) -> None:
+      checkpointer.save(step, state, config_dict,
+                        {'train_time_s': train_time(), 'devices': jax.device_count()})
+
     for step in range(start + 1, total + 1):
+      if _preemption_requested(step - 1, config):
+        if checkpointer.latest_step() != step - 1:
+          save(step - 1)
+        checkpointer.wait()
+        raise preemption.Preempted.at_step(step - 1, str(workdir))
       state, metrics = train_steps[trainer.step_bucket(step - 1)](
           state, *trainer.step_inputs(step - 1))
       in_flight.append(metrics)
@@ -382,13 +443,13 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
       save_now = step % config.checkpoint_every_steps == 0 or final
       if log_now or save_now:  # the only host syncs of the loop, besides evaluation
         host = jax.device_get(metrics)
-        _stop_if_nonfinite(host, step, checkpointer)
+        _stop_if_nonfinite(host, step, checkpointer, state.params)
       if log_now:
         now = time.perf_counter()
         rate = (step - last_step) / max(now - last_time, 1e-9)
         last_time, last_step = now, step
         task_metrics = {k: v for k, v in host.items()
-                        if k not in ('loss', 'grad_norm', 'param_norm', 'nonfinite')}
+                        if k not in ('loss', 'grad_norm', 'param_norm', 'nonfinite', 'nonfinite_at')}
         row = dict(loss=host['loss'], **task_metrics, grad_norm=host['grad_norm'],
                    param_norm=host['param_norm'], learning_rate=float(learning_rate(step - 1)),
                    steps_per_sec=rate, sequences_per_sec=rate * config.batch_size)
@@ -404,7 +465,7 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
           board.trace_images(step, tracer(state.params))
         board.flush()
       if save_now:
-        checkpointer.save(step, state, config_dict, {'train_time_s': train_time()})
+        save(step)
     log.close()
   finally:
     checkpointer.close()
@@ -427,10 +488,30 @@ def _eval_tracer(trainer: Trainer):
   return tracing.make_tracer(trainer, seed=trainer.config.seed)
 
 
-def _stop_if_nonfinite(host_metrics: dict, step: int, checkpointer: Checkpointer) -> None:
-  if host_metrics['nonfinite']:
-    kept = checkpointer.latest_step()
-    raise NonFiniteError(
-        f'non-finite loss, gradients or parameters by step {step} (loss={float(host_metrics["loss"])}, '
-        f'grad_norm={float(host_metrics["grad_norm"])}); stopped, last good checkpoint: '
-        f'{"none" if kept is None else f"step {kept}"}')
+def _preemption_requested(steps_done: int, config) -> bool:
+  """Whether to stop for SIGTERM before the next step. One process checks every step; several
+  must agree (a save is collective), so they compare flags at log and checkpoint steps."""
+  if jax.process_count() == 1:
+    return preemption.requested()
+  if steps_done % config.log_every_steps and steps_done % config.checkpoint_every_steps:
+    return False
+  flags = multihost_utils.process_allgather(np.asarray(preemption.requested()))
+  return bool(np.any(flags))
+
+
+def _stop_if_nonfinite(host_metrics: dict, step: int, checkpointer: Checkpointer,
+                       params) -> None:
+  if not host_metrics['nonfinite']:
+    return
+  kept = checkpointer.latest_step()
+  at_step, where, leaf = (int(x) for x in host_metrics['nonfinite_at'])
+  if where == NONFINITE_LOSS:
+    what = f'loss ({float(host_metrics["loss"])}) at step {at_step}'
+  else:
+    kind = 'gradient' if where == NONFINITE_GRADIENT else 'parameter after the update'
+    what = (f'{kind} at step {at_step} (first non-finite leaf: '
+            f'params{config_checks.parameter_paths(params)[leaf]})')
+  raise NonFiniteError(
+      f'non-finite {what}; stopped at step {step}, last good checkpoint: '
+      f'{"none" if kept is None else f"step {kept}"} (to skip such steps instead: '
+      '--config.skip_nonfinite_updates=true)')

@@ -82,7 +82,7 @@ def test_corrupt_latest_checkpoint_falls_back_without_deleting(tmp_path):
   proc = run_cli('train.py', *common, '--config.num_train_steps=30')
   assert proc.returncode == 0, proc.stderr
   warnings = [l for l in error_lines(proc) if l.startswith('warning:')]
-  assert len(warnings) == 1 and 'step 20 is unreadable' in warnings[0], error_lines(proc)
+  assert len(warnings) == 1 and 'step 20 is corrupt' in warnings[0], error_lines(proc)
   assert 'resumed from step 10' in proc.stdout
   quarantined = list((workdir / 'corrupt_checkpoints').iterdir())
   assert len(quarantined) == 1 and quarantined[0].name.startswith('20-')

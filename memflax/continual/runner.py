@@ -20,14 +20,18 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
+import sys
+import time
 import zlib
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 
-from memflax import config_checks, tasks
+from memflax import config_checks, preemption, tasks
 from memflax import workdir as workdir_lib
 from memflax.checkpoint import check_compatible
 from memflax.continual import config as cl_config
@@ -38,6 +42,7 @@ from memflax.data.from_config import corpus_for
 from memflax.train import Trainer, config_to_dict, run_loop
 
 TASKS_DIR = 'tasks'
+CORRUPT_SNAPSHOTS_DIR = 'corrupt_snapshots'
 _FISHER_STREAM = 104_729   # key streams of their own: never a training or eval key
 _REPLAY_STREAM = 130_363
 _EVAL_STREAM = 7_919
@@ -138,7 +143,10 @@ def _check_stored(config, workdir: Path) -> None:
   """The workdir's snapshots must come from this sequence and model."""
   here = config_to_dict(config)
   for index, name, path in snapshots.list_snapshots(workdir):
-    stored = snapshots.read_meta(path).get('config', {})
+    try:
+      stored = snapshots.read_meta(path).get('config', {})
+    except snapshots.SnapshotCorruptError:
+      continue  # the run sets it aside and rebuilds it (_set_aside_corrupt)
     for field in ('model', 'optimizer'):
       if stored.get(field) != here.get(field):
         raise snapshots.IncompatibleSnapshotError(
@@ -307,7 +315,7 @@ def train_sequence(config, workdir: str | Path) -> dict:
   config_checks.validate(config, jax.device_count())
   seq, source = validate(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  with workdir_lib.RunLock(workdir, jax.process_index()):
+  with workdir_lib.RunLock(workdir, jax.process_index()), preemption.handling():
     return _run(seq, workdir, source)
 
 
@@ -318,8 +326,30 @@ def initial_params(seq: Sequence, source: Path | None):
   return seq.trainer(0).init_state().params
 
 
+def _set_aside_corrupt(seq: Sequence, workdir: Path) -> None:
+  """Checks every finished snapshot against its integrity record; a damaged one is moved
+  to `<workdir>/corrupt_snapshots/` (never deleted) with one warning line, and the run
+  rebuilds it: from its task's final step checkpoint, or by retraining the task from the
+  previous snapshot, which gives the same bits (every step is a pure function of the
+  snapshots and the seed)."""
+  abstract = seq.trainer(0).abstract_state()
+  abstract = {'params': abstract.params, 'opt_state': abstract.opt_state}
+  for _, name, path in snapshots.list_snapshots(workdir):
+    try:
+      snapshots.verify(path, abstract)
+    except snapshots.SnapshotCorruptError as e:
+      target = workdir / CORRUPT_SNAPSHOTS_DIR / f'{name}-{int(time.time())}'
+      if jax.process_index() == 0:
+        print(f'warning: {e}; moved it to {target} and rebuilding it', file=sys.stderr,
+              flush=True)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), str(target))
+      multihost_utils.sync_global_devices(f'corrupt_snapshot_{name}')
+
+
 def _run(seq: Sequence, workdir: Path, source: Path | None) -> dict:
   config, c = seq.config, seq.config.continual
+  _set_aside_corrupt(seq, workdir)
   past = _Past(seq, workdir)
   replay_state = None
   config_dict = config_to_dict(config)
@@ -351,6 +381,9 @@ def _run(seq: Sequence, workdir: Path, source: Path | None) -> dict:
       replay_state = _update_replay(seq, replay_state, t)
       arrays = _replay_arrays(replay_state)
     snapshots.save(path, {'params': state.params, 'opt_state': state.opt_state}, meta, arrays)
+    if preemption.requested() and t + 1 < len(seq):  # SIGTERM during the task switch
+      raise preemption.Preempted(f'SIGTERM: task {t + 1}/{len(seq)} is finished and its '
+                                 f'snapshot {path.name} saved; rerun the same command to go on')
   result = report.summarise(seq, workdir)
   if jax.process_index() == 0:
     json_path, png = report.write(result, workdir)

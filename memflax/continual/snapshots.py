@@ -9,7 +9,9 @@ table). It lives outside `<workdir>/checkpoints`, so the rolling step checkpoint
 directory and renames it into place when complete, so a kill mid-write leaves no
 half snapshot under the final name), never overwritten (`save` refuses an existing
 name), and its files are made read-only. No pickle: arrays are orbax/tensorstore,
-metadata JSON.
+metadata JSON. An integrity record (memflax.integrity: format version, digest of every
+array and of the metadata) is saved with it and checked whenever it is read, so a
+damaged snapshot raises SnapshotCorruptError instead of loading wrong numbers.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from memflax import integrity
 from memflax.checkpoint import IncompatibleCheckpointError
 
 SNAPSHOT_DIR = 'snapshots'
@@ -35,7 +38,11 @@ class SnapshotNotFoundError(FileNotFoundError):
 
 
 class IncompatibleSnapshotError(IncompatibleCheckpointError):
-  """A snapshot of another model, interface or parameter layout."""
+  """A snapshot of another model, interface or parameter layout (or format)."""
+
+
+class SnapshotCorruptError(FileNotFoundError):
+  """A snapshot whose files do not read back as what was saved."""
 
 
 def snapshot_name(index: int, task_name: str) -> str:
@@ -79,12 +86,41 @@ def resolve(workdir: str | Path, which: str) -> Path:
   raise SnapshotNotFoundError(f'no snapshot {which!r}{where} (snapshots there: {known})')
 
 
-def read_meta(path: str | Path) -> dict:
-  """A snapshot's JSON metadata (reads one file; safe before validation)."""
+def _record(path: Path) -> dict:
   try:
-    return json.loads(_meta_path(Path(path)).read_text())
-  except (OSError, ValueError) as e:
+    text = (path / integrity.ITEM / 'metadata').read_text()
+  except FileNotFoundError:
+    text = None
+  except (OSError, UnicodeDecodeError):
+    text = ''
+  try:
+    return integrity.read_record(text)
+  except integrity.FormatError as e:
+    raise IncompatibleSnapshotError(f'snapshot {path}: {e}') from None
+  except integrity.CorruptError as e:
+    raise SnapshotCorruptError(f'snapshot {path} is corrupt: {e}') from None
+
+
+def _check(path: Path, check, *args) -> None:
+  try:
+    check(*args)
+  except integrity.CorruptError as e:
+    raise SnapshotCorruptError(f'snapshot {path} is corrupt: {e}') from None
+
+
+def read_meta(path: str | Path) -> dict:
+  """A snapshot's JSON metadata, checked against its integrity record (reads two small
+  files; safe before validation)."""
+  path = Path(path)
+  try:
+    meta = json.loads(_meta_path(path).read_text())
+  except FileNotFoundError as e:
     raise SnapshotNotFoundError(f'{path} is not a readable snapshot ({e})') from None
+  except (OSError, ValueError) as e:
+    raise SnapshotCorruptError(f'snapshot {path} is corrupt: its metadata is unreadable '
+                               f'({type(e).__name__})') from None
+  _check(path, integrity.check_document, _record(path), 'meta', meta)
+  return meta
 
 
 def _checkpointer() -> ocp.Checkpointer:
@@ -99,10 +135,12 @@ def save(path: str | Path, state: dict, meta: dict, replay: dict | None = None) 
   path = Path(path).absolute()
   if path.exists():
     raise FileExistsError(f'snapshot {path} exists; snapshots are immutable')
-  items = dict(params=ocp.args.StandardSave(state['params']),
-               opt_state=ocp.args.StandardSave(state['opt_state']), meta=ocp.args.JsonSave(meta))
+  trees = {'params': state['params'], 'opt_state': state['opt_state']}
   if replay:
-    items['replay'] = ocp.args.StandardSave(replay)
+    trees['replay'] = replay
+  items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
+  items['meta'] = ocp.args.JsonSave(meta)
+  items[integrity.ITEM] = ocp.args.JsonSave(integrity.make_record(trees, {'meta': meta}))
   checkpointer = _checkpointer()
   try:
     checkpointer.save(path, args=ocp.args.Composite(**items))
@@ -118,28 +156,60 @@ def save(path: str | Path, state: dict, meta: dict, replay: dict | None = None) 
 
 def restore_params(path: str | Path, abstract_params: Any) -> Any:
   """The snapshot's params restored into `abstract_params`' structure, shapes and
-  shardings; IncompatibleSnapshotError when the layout differs."""
+  shardings; IncompatibleSnapshotError when the layout differs, SnapshotCorruptError
+  when they do not match the integrity record."""
+  return _restore(path, {'params': abstract_params})['params']
+
+
+def verify(path: str | Path, abstract_state: dict) -> None:
+  """Reads everything the snapshot holds (abstract_state: {'params', 'opt_state'} of
+  jax.ShapeDtypeStruct) and checks it against the integrity record; raises
+  SnapshotCorruptError or IncompatibleSnapshotError."""
+  read_meta(path)
+  _restore(path, dict(abstract_state))
+  restore_replay(path)
+
+
+def _restore(path: str | Path, abstract: dict) -> dict:
+  path = Path(path).absolute()
+  record = _record(path)
   checkpointer = _checkpointer()
   try:
-    restored = checkpointer.restore(Path(path).absolute(), args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract_params)))
+    restored = checkpointer.restore(path, args=ocp.args.Composite(
+        **{name: ocp.args.StandardRestore(tree) for name, tree in abstract.items()}))
   except (ValueError, KeyError) as e:
-    raise IncompatibleSnapshotError(
-        f'snapshot {path} does not fit this model ({str(e).splitlines()[0][:160]})') from None
+    text = str(e).lower()
+    if 'tree structures do not match' in text or 'shape' in text:
+      raise IncompatibleSnapshotError(
+          f'snapshot {path} does not fit this model ({str(e).splitlines()[0][:160]})') from None
+    raise SnapshotCorruptError(f'snapshot {path} is corrupt: unreadable '
+                               f'({str(e).splitlines()[0][:160]})') from None
+  except Exception as e:  # noqa: BLE001 -- tensorstore/ocdbt read failures: damaged files
+    raise SnapshotCorruptError(f'snapshot {path} is corrupt: unreadable '
+                               f'({(str(e).splitlines() or [type(e).__name__])[0][:160]})') from None
   finally:
     checkpointer.close()
-  return restored['params']
+  for name in abstract:
+    _check(path, integrity.check_tree, record, name, restored[name])
+  return restored
 
 
 def restore_replay(path: str | Path) -> dict:
-  """The snapshot's replay arrays as numpy ({} if it holds none)."""
+  """The snapshot's replay arrays as numpy ({} if it holds none), checked against the
+  integrity record."""
   path = Path(path).absolute()
   if not (path / 'replay').is_dir():
     return {}
+  record = _record(path)
   checkpointer = _checkpointer()
   try:
     restored = checkpointer.restore(path, args=ocp.args.Composite(
         replay=ocp.args.StandardRestore()))
+  except Exception as e:  # noqa: BLE001 -- any read failure of a finished snapshot is damage
+    raise SnapshotCorruptError(f'snapshot {path} is corrupt: unreadable replay buffer '
+                               f'({(str(e).splitlines() or [type(e).__name__])[0][:160]})') from None
   finally:
     checkpointer.close()
-  return jax.tree.map(jax.device_get, dict(restored['replay']))
+  replay = jax.tree.map(jax.device_get, dict(restored['replay']))
+  _check(path, integrity.check_tree, record, 'replay', replay)
+  return replay
