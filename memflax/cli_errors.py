@@ -20,7 +20,13 @@ USER_ERRORS = (ConfigError, IncompatibleCheckpointError, WorkdirError, CorpusErr
 HELP_FLAGS = ('--help', '-h', '-?', '--helpshort', '--helpfull')
 
 
+# What str.splitlines() breaks at: shown escaped, so that a message naming e.g. a path
+# with a newline in it stays one line.
+_LINE_BREAKS = '\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029'
+
+
 def _fail(message: str, code: int = 2):
+  message = ''.join(repr(c)[1:-1] if c in _LINE_BREAKS else c for c in str(message).strip())
   print(f'error: {message}', file=sys.stderr, flush=True)
   sys.exit(code)
 
@@ -42,6 +48,23 @@ def _reason(text: str) -> str:
   return lines[0] if lines else text
 
 
+def _unresolvable_override(argv: list[str]) -> str | None:
+  """The first --config.PATH argument whose PATH the loaded config cannot resolve."""
+  from ml_collections.config_flags import config_path
+  try:
+    config = flags.FLAGS['config'].value
+  except Exception:  # pylint: disable=broad-except
+    return None
+  for arg in argv[1:]:
+    name = arg.split('=', 1)[0]
+    if name.startswith('--config.'):
+      try:
+        config_path.get_value(name[len('--config.'):], config)
+      except (AttributeError, KeyError, TypeError, IndexError, ValueError):
+        return name
+  return None
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl flags parser for app.run(..., flags_parser=parse_flags): one line per error.
 
@@ -58,16 +81,20 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     _fail(_reason(str(e)))
+  except TypeError as e:  # --config.A.B=... below a field A that is no section
+    culprit = _unresolvable_override(argv)
+    _fail(f'unknown config field {culprit!r}' if culprit else _reason(str(e)))
   except (AttributeError, KeyError) as e:
     detail = str(e).replace('\\n', ' ')
     field = re.search(r'[A-Za-z_]\w*', detail).group(0)
     args = [a.split('=')[0] for a in argv[1:] if a.startswith('--config.') and
             a.split('=')[0].endswith('.' + field)]
     hint = re.search(r'Did you mean[^?]*\?', detail)
-    _fail(f'unknown config field {args[0] if args else field!r}'
+    _fail(f'unknown config field {args[0] if args else _unresolvable_override(argv) or field!r}'
           + (f'. {hint.group(0)}' if hint else ''))
-  except ValueError as e:
-    _fail(_reason(str(e)))
+  except ValueError as e:  # e.g. "Could not parse 'model.x.1'": a path that names no field
+    culprit = _unresolvable_override(argv)
+    _fail(f'unknown config field {culprit!r}' if culprit else _reason(str(e)))
 
 
 def loaded_config(flag_name: str = 'config'):

@@ -21,9 +21,19 @@ def resolve(workdir: str | os.PathLike) -> Path:
   file or sits below one."""
   if workdir is None or not str(workdir).strip():
     raise WorkdirError('--workdir is empty; name a directory for checkpoints and metrics')
-  path = Path(workdir).expanduser().absolute()
+  try:
+    path = Path(workdir).expanduser().absolute()
+  except RuntimeError as e:  # ~user/... for a user that does not exist
+    raise WorkdirError(f'--workdir={workdir} cannot be used: {e}') from None
   for candidate in (path, *path.parents):
-    if candidate.exists():
+    try:
+      exists = candidate.exists()
+    except OSError as e:  # e.g. a name longer than the file system allows
+      raise WorkdirError(f'workdir {path} cannot be used: {e.strerror}') from None
+    if not exists and candidate.is_symlink():  # mkdir would fail on it
+      raise WorkdirError(f'workdir {path} cannot be used: {candidate} is a symbolic link to '
+                         f'{os.readlink(candidate)}, which does not exist')
+    if exists:
       if not candidate.is_dir():
         raise WorkdirError(f'workdir {path} cannot be used: {candidate} exists and is not a '
                            'directory')
@@ -45,7 +55,11 @@ class RunLock:
     self._file = None
 
   def acquire(self) -> 'RunLock':
-    handle = self.path.open('a+')
+    try:
+      handle = self.path.open('a+')
+    except OSError as e:  # e.g. a directory of that name, or no write permission
+      raise WorkdirError(f'cannot lock workdir {self.path.parent}: {self.path}: '
+                         f'{e.strerror}') from None
     try:
       fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -111,6 +111,13 @@ def validate(config) -> None:
     if name not in tasks.available():
       raise ConfigError(f'continual.task_fields.{key}.name must be one of {tasks.available()}, '
                         f'got {name!r}')
+    # The task's own checks (e.g. min <= max), as one line naming the task, before
+    # anything builds it.
+    fields = {k: v for k, v in c.task_fields[key].items() if k != 'data_paths'}
+    try:
+      tasks.build(ml_collections.ConfigDict(fields))
+    except (TypeError, ValueError, OverflowError) as e:
+      raise ConfigError(f'continual.task_fields.{key}: {str(e).splitlines()[0]}') from None
   if c.strategy not in STRATEGIES:
     raise ConfigError(f'continual.strategy must be one of {STRATEGIES}, got {c.strategy!r}')
   if c.fisher not in FISHER_KINDS:
