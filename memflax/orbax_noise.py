@@ -1,7 +1,8 @@
 """Keeps orbax's background-thread reports of a failed checkpoint write off stderr.
 
 When a write fails (disk full, file too large, read-only directory), orbax logs the
-exception from each of its worker threads and tensorstore's pending callbacks report
+exception from each of its worker threads, asyncio reports its orphaned write tasks
+("Task exception was never retrieved"), and tensorstore's pending callbacks report
 "Event loop is closed" as unraisable exceptions: dozens of traceback lines for one
 fault. memflax.checkpoint re-raises the failure as one CheckpointWriteError with the
 reason, so those reports carry nothing new; these filters drop exactly them and leave
@@ -22,6 +23,17 @@ class _OrbaxErrors(logging.Filter):
     return not (from_orbax and record.levelno >= logging.ERROR)
 
 
+class _OrbaxOrphanTasks(logging.Filter):
+  """asyncio's "Task exception was never retrieved" for an orbax write task."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    try:
+      text = record.getMessage()
+    except Exception:  # noqa: BLE001 -- a record we cannot format is not ours to drop
+      return True
+    return not (text.startswith('Task exception was never retrieved') and 'orbax' in text)
+
+
 def _quiet_unraisable(previous):
   def hook(unraisable):
     value = unraisable.exc_value
@@ -38,4 +50,5 @@ def install() -> None:
     return
   _installed = True
   logging.getLogger('absl').addFilter(_OrbaxErrors())
+  logging.getLogger('asyncio').addFilter(_OrbaxOrphanTasks())
   sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)

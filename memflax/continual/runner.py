@@ -337,6 +337,7 @@ def _set_aside_corrupt(seq: Sequence, workdir: Path) -> None:
   for _, name, path in snapshots.list_snapshots(workdir):
     try:
       snapshots.verify(path, abstract)
+      snapshots.make_read_only(path)
     except snapshots.SnapshotCorruptError as e:
       target = workdir / CORRUPT_SNAPSHOTS_DIR / f'{name}-{int(time.time())}'
       if jax.process_index() == 0:

@@ -146,12 +146,20 @@ def save(path: str | Path, state: dict, meta: dict, replay: dict | None = None) 
     checkpointer.save(path, args=ocp.args.Composite(**items))
   finally:
     checkpointer.close()
-  if jax.process_index() == 0:
-    for root, _, files in os.walk(path):
-      for f in files:  # read-only: immutability the file system also enforces
-        p = os.path.join(root, f)
-        os.chmod(p, os.stat(p).st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+  make_read_only(path)
   return path
+
+
+def make_read_only(path: str | Path) -> None:
+  """Immutability the file system also enforces. Idempotent: the runner reapplies it to
+  every finished snapshot, since a kill between orbax's rename and this leaves one
+  writable."""
+  if jax.process_index() != 0:
+    return
+  for root, _, files in os.walk(path):
+    for f in files:
+      p = os.path.join(root, f)
+      os.chmod(p, os.stat(p).st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
 
 
 def restore_params(path: str | Path, abstract_params: Any) -> Any:
