@@ -19,15 +19,25 @@ DATA_AXIS = 'data'
 
 
 def initialize_distributed(coordinator_address: str, num_processes: int, process_id: int,
-                           cpu_collectives: str = 'gloo') -> None:
+                           cpu_collectives: str = 'gloo', stop_on_lost_process: bool = True) -> None:
   """Joins a multi-process run; call before any other JAX call.
 
   On CPU the cross-process collectives need an implementation (gloo) chosen
   before the backend starts; on GPU/TPU the setting is ignored.
+
+  If a process of the run dies, every other one stops within
+  `peer_watchdog.BOUND_S` seconds with one `error: lost ...` line on stderr and a
+  non-zero status (memflax.peer_watchdog; `stop_on_lost_process=False` keeps only the
+  shorter heartbeat timeout and leaves jax's own report and exit as they are).
+  Rerunning every process with the same command resumes from the last checkpoint.
   """
+  from memflax import peer_watchdog
   jax.config.update('jax_cpu_collectives_implementation', cpu_collectives)
+  if stop_on_lost_process:
+    peer_watchdog.install(coordinator_address, num_processes, process_id)
   jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+                             num_processes=num_processes, process_id=process_id,
+                             heartbeat_timeout_seconds=peer_watchdog.HEARTBEAT_TIMEOUT_S)
 
 
 def make_mesh() -> Mesh:
