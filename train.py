@@ -8,6 +8,7 @@ hosts: pass --coordinator_address/--num_processes/--process_id to every process
 """
 
 import errno
+import os
 import sys
 
 from absl import app, flags, logging
@@ -58,7 +59,11 @@ def main(argv):
     except preemption.Preempted as e:  # a clean stop, not a failure: the scheduler may requeue the job
       print(f'memflax: {e}', flush=True)
     except CheckpointWriteError as e:
-      cli_errors.fail(str(e), code=4)
+      # The aborted orbax write leaves coroutines behind that interpreter teardown would
+      # report one by one; everything memflax writes is closed by now, so skip teardown.
+      print(f'error: {e}', file=sys.stderr, flush=True)
+      sys.stdout.flush()
+      os._exit(4)
     except OSError as e:
       if e.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS):
         raise

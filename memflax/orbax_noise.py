@@ -2,7 +2,7 @@
 
 When a write fails (disk full, file too large, read-only directory), orbax logs the
 exception from each of its worker threads, asyncio reports its orphaned write tasks
-("Task exception was never retrieved"), and tensorstore's pending callbacks report
+("... exception was never retrieved"), and tensorstore's pending callbacks report
 "Event loop is closed" as unraisable exceptions: dozens of traceback lines for one
 fault. memflax.checkpoint re-raises the failure as one CheckpointWriteError with the
 reason, so those reports carry nothing new; these filters drop exactly them and leave
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 
 _installed = False
 
@@ -24,14 +25,15 @@ class _OrbaxErrors(logging.Filter):
 
 
 class _OrbaxOrphanTasks(logging.Filter):
-  """asyncio's "Task exception was never retrieved" for an orbax write task."""
+  """asyncio's "Task exception was never retrieved" (or "_GatheringFuture exception ...")
+  for an orbax write."""
 
   def filter(self, record: logging.LogRecord) -> bool:
     try:
       text = record.getMessage()
     except Exception:  # noqa: BLE001 -- a record we cannot format is not ours to drop
       return True
-    return not (text.startswith('Task exception was never retrieved') and 'orbax' in text)
+    return not ('exception was never retrieved' in text and 'orbax' in text)
 
 
 def _quiet_unraisable(previous):
@@ -51,4 +53,7 @@ def install() -> None:
   _installed = True
   logging.getLogger('absl').addFilter(_OrbaxErrors())
   logging.getLogger('asyncio').addFilter(_OrbaxOrphanTasks())
+  # ... and the write coroutines it abandoned, when they are garbage-collected.
+  warnings.filterwarnings('ignore', message=r"coroutine 'async_serialize_from_host",
+                          category=RuntimeWarning)
   sys.unraisablehook = _quiet_unraisable(sys.unraisablehook)
