@@ -147,12 +147,13 @@ class Checkpointer:
     The integrity record is computed here, from the same arrays (a host copy of the
     replicated state: one sync, at checkpoint steps only).
     """
-    bad = integrity.first_nonfinite(state)
+    host_state = jax.tree.map(integrity.host_array, state)  # one device->host copy
+    bad = integrity.first_nonfinite(host_state)
     if bad is not None:  # the loop stops before this; a checkpoint must never hold NaN
       raise ValueError(f'refusing to save step {step}: state{bad} is not finite')
     progress = dict(progress or {})
-    record = integrity.make_record({'state': state}, {'config': config_dict,
-                                                      'progress': progress})
+    record = integrity.make_record({'state': host_state}, {'config': config_dict,
+                                                           'progress': progress})
     try:
       self._manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), config=ocp.args.JsonSave(config_dict),

@@ -33,7 +33,7 @@ class FormatError(ValueError):
   """The record is of a format this memflax cannot read (newer, or none at all)."""
 
 
-def _host_array(leaf: Any) -> np.ndarray:
+def host_array(leaf: Any) -> np.ndarray:
   """This process's full copy of a leaf: memflax keeps train state replicated, so the
   first addressable shard of a global array is the whole array, on every process."""
   if isinstance(leaf, jax.Array):
@@ -45,7 +45,7 @@ def _host_array(leaf: Any) -> np.ndarray:
 
 
 def digest_array(leaf: Any) -> str:
-  array = np.ascontiguousarray(_host_array(leaf))
+  array = np.ascontiguousarray(host_array(leaf))
   h = hashlib.sha256(f'{array.dtype.str}{array.shape}'.encode())
   h.update(array.tobytes())
   return h.hexdigest()
@@ -54,7 +54,7 @@ def digest_array(leaf: Any) -> str:
 def first_nonfinite(tree: Any) -> str | None:
   """The path of the first floating leaf holding NaN/inf, or None."""
   for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
-    array = _host_array(leaf)
+    array = host_array(leaf)
     if np.issubdtype(array.dtype, np.inexact) and not np.isfinite(array).all():
       return jax.tree_util.keystr(path)
   return None

@@ -28,6 +28,7 @@ MEMFLAX_FAULT_REPORT=<path>: one JSON line per resume (tests/fault_report.py).
 
 from __future__ import annotations
 
+import functools
 import shutil
 import threading
 
@@ -67,19 +68,15 @@ def _notices(proc) -> list[str]:
 def test_resume_on_another_device_count_matches_to_float_tolerance(tmp_path):
   runs = {}
 
-  def eight_first():  # 8 -> 1, 8 -> 8 on a copy, the uninterrupted 8-device run
-    runs['a1'] = _train(tmp_path / 'a', N, devices=8)
-    shutil.copytree(tmp_path / 'a', tmp_path / 'a_same')
-    runs['a2'] = _train(tmp_path / 'a', 2 * N, devices=1)
-    runs['a_same'] = _train(tmp_path / 'a_same', 2 * N, devices=8)
-    runs['ref8'] = _train(tmp_path / 'ref8', 2 * N, devices=8)
+  def legs(name, first, then):  # first -> then, first -> first on a copy, uninterrupted
+    runs[f'{name}1'] = _train(tmp_path / name, N, devices=first)
+    shutil.copytree(tmp_path / name, tmp_path / f'{name}_same')
+    runs[f'{name}2'] = _train(tmp_path / name, 2 * N, devices=then)
+    runs[f'{name}_same'] = _train(tmp_path / f'{name}_same', 2 * N, devices=first)
+    runs[f'ref{first}'] = _train(tmp_path / f'ref{first}', 2 * N, devices=first)
 
-  def one_first():  # 1 -> 8, 1 -> 1 on a copy, the uninterrupted 1-device run
-    runs['b1'] = _train(tmp_path / 'b', N, devices=1)
-    shutil.copytree(tmp_path / 'b', tmp_path / 'b_same')
-    runs['b2'] = _train(tmp_path / 'b', 2 * N, devices=8)
-    runs['b_same'] = _train(tmp_path / 'b_same', 2 * N, devices=1)
-    runs['ref1'] = _train(tmp_path / 'ref1', 2 * N, devices=1)
+  eight_first = functools.partial(legs, 'a', 8, 1)
+  one_first = functools.partial(legs, 'b', 1, 8)
 
   errors = []
 
