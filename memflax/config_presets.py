@@ -21,6 +21,9 @@ _NTM_HEADS = dict(num_write_heads=1, shift_range=1, memory_init='constant',
                   write_sharpen_boost=0.0)     # κ: γ += κ·shift confidence for the write head
 _TRANSFORMER = dict(d_model=64, num_heads=4, num_layers=2, d_ff=128, dropout_rate=0.0,
                     max_len=512, positions='sinusoidal')
+_DELTA_STACK = dict(d_model=64, num_heads=4, num_layers=2, d_ff=128, update_rule='delta',
+                    use_beta=True, qk_norm=True, short_conv=4, output_norm=True,
+                    chunk_size=64, mode='chunk')
 _TINY_NTM = dict(controller_size=32, memory_size=16, memory_width=8)
 _TINY_TRANSFORMER = dict(d_model=16, num_heads=2, num_layers=1, d_ff=32)
 
@@ -38,10 +41,23 @@ MODELS = {
     # Sinusoidal positions, so lengths beyond training can be evaluated up to max_len.
     'transformer': dict(_TRANSFORMER),
     'kv_memory_transformer': dict(**_TRANSFORMER, memory_slots=128, value_size=64),
+    # Product-key memory (Lample et al. 2019) in place of block 1's FFN: 64² slots, each
+    # of 4 heads reads its top 8 (memflax/nn/product_key.py).
+    'pkm_transformer': dict(**_TRANSFORMER, memory_slots=4096, pkm_heads=4, pkm_topk=8,
+                            pkm_key_dim=64, pkm_blocks=(1,), pkm_query_norm='layer'),
     # Sparse Access Memory (Rae et al. 2016): K rows per read, writes to the last read
     # rows or the least-used one; 'sparse' backprop keeps the touched rows per step,
     # never T memories (memflax/nn/sam.py).
     'sam': dict(**_NTM_CORE, top_k=4, controller_forget_bias=1.0, backprop='sparse'),
+    # Delta-rule matrix memories (Yang et al. 2024, 2025) at the Transformer's widths, the
+    # switches as in the papers (memflax/nn/fast_weight_layers.py).
+    'deltanet': dict(**_DELTA_STACK, gated=False, output_gate=False),
+    'gated_deltanet': dict(**_DELTA_STACK, gated=True, output_gate=True),
+    # Titans "memory as a layer" (Behrouz et al. 2025): per head a 2-layer residual MLP
+    # memory written by momentum SGD at test time, 16-token chunks (memflax/nn/titans.py).
+    'titans': dict(d_model=64, num_heads=4, num_layers=2, d_ff=128, memory_depth=2,
+                   memory_hidden=32, chunk_size=16, conv_size=4, memory_residual=True,
+                   normalize_keys=True, max_inner_lr=0.1),
 }
 
 TINY_MODELS = {
@@ -50,7 +66,14 @@ TINY_MODELS = {
     'rnn': dict(hidden_size=32, num_layers=1),
     'transformer': _TINY_TRANSFORMER,
     'kv_memory_transformer': dict(**_TINY_TRANSFORMER, memory_slots=16, value_size=16),
+    # One block, so the memory takes its FFN's place (block 0).
+    'pkm_transformer': dict(**_TINY_TRANSFORMER, memory_slots=64, pkm_heads=2, pkm_topk=4,
+                            pkm_key_dim=16, pkm_blocks=(0,)),
     'sam': dict(**_TINY_NTM, top_k=2),
+    'deltanet': dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, chunk_size=8),
+    'gated_deltanet': dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, chunk_size=8),
+    'titans': dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, memory_hidden=16,
+                   chunk_size=4),
 }
 
 
@@ -78,7 +101,10 @@ TRAINING = {
     'gru': _recurrent_training(clip=1.0, steps=2_000),
     'rnn': _recurrent_training(clip=1.0, steps=2_000),
     'transformer': _transformer_training, 'kv_memory_transformer': _transformer_training,
+    'pkm_transformer': _transformer_training,
     'sam': use_fast_memory_training,
+    'deltanet': _transformer_training, 'gated_deltanet': _transformer_training,
+    'titans': _transformer_training,
 }
 
 # Task sizes as in the NTM paper (Graves et al. 2014, §4) and Zoology (MQAR). `eval` holds
@@ -105,6 +131,13 @@ LM_MODELS = {
     'transformer': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512),
     'kv_memory_transformer': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512,
                                   memory_slots=256, value_size=128),
+    # 256² slots (8.4M value parameters) read 4 × 16 rows per token; block 1 has no FFN.
+    'pkm_transformer': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512,
+                            memory_slots=65536, pkm_heads=4, pkm_topk=16, pkm_key_dim=128,
+                            pkm_blocks=(1,)),
+    'deltanet': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512),
+    'gated_deltanet': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512),
+    'titans': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512, memory_hidden=64),
 }
 
 
