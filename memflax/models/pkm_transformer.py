@@ -54,8 +54,8 @@ class PKMEncoder(transformer.CausalEncoder):
   Without a cache: inputs [B, T, D_in] -> (h [B, T, d_model], traces) with traces
   {'pkm{l}_indices', 'pkm{l}_weights'} [B, T, pkm_heads, pkm_topk] per PKM block l.
   With a cache (from `init_cache`): -> (h, the advanced cache), as CausalEncoder.
-  The embedding and positions repeat CausalEncoder's: its block loop has no hook for
-  another block type, and the parameter names stay the same as the plain Transformer's.
+  The embedding and positions are CausalEncoder's (`embed_inputs`, same parameter names);
+  only the block loop differs.
   """
 
   memory_slots: int = 4096
@@ -68,21 +68,8 @@ class PKMEncoder(transformer.CausalEncoder):
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool = False, cache: dict | None = None):
     length = inputs.shape[-2]
-    if length > self.max_len:
-      raise ValueError(f'sequence length {length} exceeds model.max_len {self.max_len}')
     offset = 0 if cache is None else cache['index']
-    if self.positions == 'sinusoidal':
-      # A decoding step may sit anywhere up to max_len, so it slices the full table.
-      table = attn.sinusoidal_encoding(length if cache is None else self.max_len, self.d_model)
-      pos = jax.lax.dynamic_slice_in_dim(table, offset, length)
-    elif self.positions == 'learned':
-      pos = attn.LearnedPositionalEmbedding(self.max_len, self.d_model, name='positions')(
-          length, offset)
-    else:
-      raise ValueError(f'model.positions must be one of {transformer.POSITIONS}, '
-                       f'got {self.positions!r}')
-    x = nn.Dense(self.d_model, name='embed')(inputs) + pos
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    x = self.embed_inputs(inputs, train, offset, decoding=cache is not None)
     mask = attn.causal_mask(length) if cache is None else None
     layers, traces = [], {}
     for layer in range(self.num_layers):

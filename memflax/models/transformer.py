@@ -54,15 +54,16 @@ class CausalEncoder(nn.Module):
       layers.append({'key': cache['key'], 'value': cache['value']})
     return {'index': jnp.zeros((), jnp.int32), 'layers': tuple(layers)}
 
-  @nn.compact
-  def __call__(self, inputs: jax.Array, train: bool = False, cache: dict | None = None):
+  def embed_inputs(self, inputs: jax.Array, train: bool, offset, decoding: bool) -> jax.Array:
+    """x_0 = inputs W_e + b_e + PE[offset:offset + T] (offset traced when decoding), with
+    dropout. Called from a compact `__call__` (here or a subclass's), so the 'embed' and
+    'positions' params are created in its scope, under the same names."""
     length = inputs.shape[-2]
     if length > self.max_len:
       raise ValueError(f'sequence length {length} exceeds model.max_len {self.max_len}')
-    offset = 0 if cache is None else cache['index']
     if self.positions == 'sinusoidal':
       # A decoding step may sit anywhere up to max_len, so it slices the full table.
-      table = attn.sinusoidal_encoding(length if cache is None else self.max_len, self.d_model)
+      table = attn.sinusoidal_encoding(self.max_len if decoding else length, self.d_model)
       pos = jax.lax.dynamic_slice_in_dim(table, offset, length)
     elif self.positions == 'learned':
       pos = attn.LearnedPositionalEmbedding(self.max_len, self.d_model, name='positions')(
@@ -70,7 +71,13 @@ class CausalEncoder(nn.Module):
     else:
       raise ValueError(f'model.positions must be one of {POSITIONS}, got {self.positions!r}')
     x = nn.Dense(self.d_model, name='embed')(inputs) + pos
-    x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+    return nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+
+  @nn.compact
+  def __call__(self, inputs: jax.Array, train: bool = False, cache: dict | None = None):
+    length = inputs.shape[-2]
+    offset = 0 if cache is None else cache['index']
+    x = self.embed_inputs(inputs, train, offset, decoding=cache is not None)
     # With a cache, each block builds its own mask over the cached prefix.
     mask = attn.causal_mask(length) if cache is None else None
     layers = []
