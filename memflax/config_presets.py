@@ -23,7 +23,7 @@ _TRANSFORMER = dict(d_model=64, num_heads=4, num_layers=2, d_ff=128, dropout_rat
                     max_len=512, positions='sinusoidal')
 _DELTA_STACK = dict(d_model=64, num_heads=4, num_layers=2, d_ff=128, update_rule='delta',
                     use_beta=True, qk_norm=True, short_conv=4, output_norm=True,
-                    chunk_size=64, mode='chunk')
+                    chunk_size=32, mode='chunk')  # 32: fastest on CPU at T ≤ 256; 64 on a GPU
 _TINY_NTM = dict(controller_size=32, memory_size=16, memory_width=8)
 _TINY_TRANSFORMER = dict(d_model=16, num_heads=2, num_layers=1, d_ff=32)
 
@@ -137,7 +137,8 @@ LM_MODELS = {
                             pkm_blocks=(1,)),
     'deltanet': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512),
     'gated_deltanet': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512),
-    'titans': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512, memory_hidden=64),
+    'titans': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512, memory_hidden=64,
+                   chunk_size=32),
 }
 
 
