@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from memflax import progress_log  # noqa: E402  (no jax: the measured runs are children)
 STRATEGIES = ('naive', 'l2', 'ewc', 'replay')
 KEYS = ('ACC', 'BWT', 'FWT', 'forgetting')
 
@@ -88,6 +90,9 @@ def main():
   slot = 0
   pending = [(s, k) for s in strategies for k in seeds]
   running, runs, started = {}, [], time.time()
+  # A bar over finished runs (on a terminal only); each finished run advances it by one.
+  finished = iter(progress_log.bar(range(len(pending)), len(pending), 'runs'))
+  next(finished, None)
   while pending or running:
     while pending and len(running) < args.jobs:
       strategy, seed = pending.pop(0)
@@ -107,6 +112,7 @@ def main():
       if proc.poll() is None:
         continue
       del running[(strategy, seed)]
+      next(finished, None)
       if proc.returncode:
         print(f'{strategy} seed {seed}: failed (exit {proc.returncode}); see {workdir}.log',
               file=sys.stderr)

@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from memflax import progress_log  # noqa: E402  (no jax: the measured runs are children)
 
 TRIAL = '''
 import collections, sys, time
@@ -66,12 +68,12 @@ def main():
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
   rows = []
-  for _ in range(args.trials):
-    for bound in (int(b) for b in args.bounds.split(',')):
-      rows.append(trial(bound, args.steps, args.devices))
-      print(json.dumps(rows[-1]), flush=True)
-      Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-      Path(args.out).write_text(json.dumps(rows, indent=2) + '\n')
+  jobs = [int(b) for _ in range(args.trials) for b in args.bounds.split(',')]
+  for bound in progress_log.bar(jobs, len(jobs), 'trials'):
+    rows.append(trial(bound, args.steps, args.devices))
+    print(json.dumps(rows[-1]), flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(rows, indent=2) + '\n')
 
 
 if __name__ == '__main__':

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from memflax import progress_log  # noqa: E402  (no jax: the measured runs are children)
 
 TRIAL = '''
 import json, statistics, sys, time
@@ -60,8 +62,9 @@ def main():
   parser.add_argument('--warmup', type=int, default=10)
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
+  counts = args.devices.split(',')
   rows = [trial(int(d), args.config, args.batch_size, args.steps, args.warmup)
-          for d in args.devices.split(',')]
+          for d in progress_log.bar(counts, len(counts), 'device counts')]
   reference = rows[0].get('losses')
   for row in rows:
     if reference and 'losses' in row:

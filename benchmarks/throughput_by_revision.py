@@ -20,6 +20,8 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from memflax import progress_log  # noqa: E402  (no jax: the measured runs are children)
 
 
 def run_one(tree: Path, config: str, batch_size: int, steps: int) -> dict:
@@ -50,14 +52,14 @@ def main():
                      cwd=REPO, check=True, capture_output=True)
     try:
       samples = {(rev, b): [] for rev in revs for b in args.batch_sizes.split(',')}
-      for round_index in range(args.rounds):
-        for batch_size in args.batch_sizes.split(','):
-          for rev in revs:
-            row = run_one(trees[rev][1], args.config, int(batch_size), args.steps)
-            samples[(rev, batch_size)].append(row)
-            print(f'round {round_index}: {rev} ({trees[rev][0]}) batch {batch_size}: '
-                  f'{row["sequences_per_sec"]:.0f} sequences/s, compile {row["compile_s"]:.1f} s',
-                  flush=True)
+      jobs = [(round_index, batch_size, rev) for round_index in range(args.rounds)
+              for batch_size in args.batch_sizes.split(',') for rev in revs]
+      for round_index, batch_size, rev in progress_log.bar(jobs, len(jobs), 'runs'):
+        row = run_one(trees[rev][1], args.config, int(batch_size), args.steps)
+        samples[(rev, batch_size)].append(row)
+        print(f'round {round_index}: {rev} ({trees[rev][0]}) batch {batch_size}: '
+              f'{row["sequences_per_sec"]:.0f} sequences/s, compile {row["compile_s"]:.1f} s',
+              flush=True)
     finally:
       for sha, tree in trees.values():
         subprocess.run(['git', 'worktree', 'remove', '--force', str(tree)], cwd=REPO,

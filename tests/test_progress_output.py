@@ -88,3 +88,12 @@ def test_loop_bar_only_on_a_terminal_and_when_enabled():
   assert progress_log.bar(items, 3, 'sizes', enabled=False, stream=terminal) is items
   assert list(progress_log.bar(items, 3, 'sizes', stream=terminal)) == items
   assert 'sizes:' in terminal.getvalue() and '/3 [' in terminal.getvalue()
+
+
+def test_every_benchmark_script_shows_progress_on_a_terminal():
+  # Sweeps run for minutes to hours; each loops through progress_log.bar (a bar on a TTY,
+  # its own lines in a log). fault_suite.py runs pytest, whose progress line is the bar.
+  scripts = sorted((REPO / 'benchmarks').glob('*.py'))
+  lacking = [p.name for p in scripts if p.name not in ('__init__.py', 'fault_suite.py')
+             and 'progress_log.bar(' not in p.read_text()]
+  assert len(scripts) >= 10 and not lacking, lacking
