@@ -115,14 +115,19 @@ def unit_lower_inverse(strict: Array) -> Array:
     widths = [(0, 0)] * (strict.ndim - 2) + [(0, padded - size)] * 2
     strict = jnp.pad(strict, widths)
   lead = strict.shape[:-2]
+  # The diagonal blocks of every size, by halving from the whole matrix down: slices only
+  # (a strided diagonal gather would transpose into a slow scatter in the backward pass).
+  diagonal = {padded: strict[..., None, :, :]}
+  width = padded
+  while width > 2:
+    half, parent = width // 2, diagonal[width]
+    pair = jnp.stack([parent[..., :half, :half], parent[..., half:, half:]], axis=-3)
+    diagonal[half] = pair.reshape(*lead, -1, half, half)
+    width = half
   blocks = jnp.ones((*lead, padded, 1, 1), strict.dtype)    # inverses of the 1 × 1 blocks
   width = 1
   while width < padded:
-    count = padded // width
-    grid = strict.reshape(*lead, count, width, count, width)
-    # L₂₁ of pair p: rows of block 2p+1, columns of block 2p.
-    lower_left = jnp.moveaxis(
-        jnp.diagonal(grid[..., 1::2, :, 0::2, :], axis1=-4, axis2=-2), -1, -3)
+    lower_left = diagonal[2 * width][..., width:, :width]    # L₂₁ of each pair of blocks
     first, second = blocks[..., 0::2, :, :], blocks[..., 1::2, :, :]
     corner = -(second @ lower_left @ first)
     zeros = jnp.zeros_like(corner)
