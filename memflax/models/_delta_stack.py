@@ -53,10 +53,10 @@ class DeltaStack(nn.Module):
     self.final_norm = nn.LayerNorm()
     self.readout = nn.Dense(self.output_size)
 
-  def _mixer(self, mode: str | None = None) -> DeltaNetMixer:
+  def _mixer(self) -> DeltaNetMixer:
     return DeltaNetMixer(self.num_heads, None, self.update_rule, self.gated, self.use_beta,
                          self.qk_norm, self.short_conv, self.output_norm, self.output_gate,
-                         self.chunk_size, mode or self.mode, parent=None)
+                         self.chunk_size, self.mode, parent=None)
 
   def _run(self, inputs: jax.Array, states: tuple | None):
     x = self.embed(inputs)

@@ -136,7 +136,9 @@ class DeltaNetMixer(nn.Module):
     beta, g = jnp.swapaxes(beta, 1, 2), jnp.swapaxes(g, 1, 2)           # [B, H, T]
 
     memory = None if state is None else state['memory']
-    if self.mode == 'chunk':
+    # One token (a decoding step) is one recurrent step; the chunkwise form would pad it to a
+    # whole chunk and solve a chunk-sized system for it.
+    if self.mode == 'chunk' and length > 1:
       o, new_state['memory'] = delta_rule.chunkwise(q, k, v, beta, g, self.chunk_size, memory,
                                                     self.update_rule)
     else:
