@@ -13,6 +13,15 @@ Layout of one window of seq_length bytes w[0..T]:
 Loss: softmax cross-entropy per target byte in nats, averaged over the batch's
 bytes; `bits_per_byte` is the same in bits (every window has T bytes, so per-device
 means average exactly to the global mean).
+
+With `stream_documents` (for models that carry a store across segments, e.g.
+knn_transformer), row b is a lane reading its documents segment after segment
+(memflax.data.document_stream): the batch also has `reset` [B] (first segment of a
+document: start an empty store) and a mask that drops the padding after a document's
+end. The training loss is then divided by the number of positions B·T rather than by
+the valid bytes, so that per-device means still average exactly to the global one
+(padding is one partial segment per document, well under 1 % of positions on the
+default corpus); validation bits per byte count valid bytes exactly.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ VOCAB = 256
 @dataclasses.dataclass(frozen=True)
 class Task:
   seq_length: int = 256
+  stream_documents: bool = False
 
   primary_metric = 'bits_per_byte'
   higher_is_better = False
@@ -46,14 +56,23 @@ class Task:
   def output_size(self) -> int:
     return VOCAB
 
-  def batch_from_tokens(self, tokens: Array, row_mask: Array | None = None) -> dict[str, Array]:
-    """tokens uint8 [B, T+1] (row_mask [B], optional) -> inputs [B,T,256], targets, mask [B,T]."""
+  def batch_from_tokens(self, tokens: Array, row_mask: Array | None = None,
+                        lengths: Array | None = None, reset: Array | None = None
+                        ) -> dict[str, Array]:
+    """tokens uint8 [B, T+1] (row_mask [B], optional; for document streams lengths int [B]
+    valid targets per row and reset bool [B]) -> inputs [B,T,256], targets, mask [B,T]
+    (and reset [B])."""
     tokens = tokens.astype(jnp.int32)
     mask = jnp.ones(tokens[:, 1:].shape, jnp.float32)
     if row_mask is not None:
       mask = mask * row_mask[:, None].astype(jnp.float32)
-    return dict(inputs=jax.nn.one_hot(tokens[:, :-1], VOCAB, dtype=jnp.float32),
-                targets=tokens[:, 1:], mask=mask)
+    if lengths is not None:
+      mask = mask * (jnp.arange(mask.shape[1]) < lengths[:, None]).astype(jnp.float32)
+    batch = dict(inputs=jax.nn.one_hot(tokens[:, :-1], VOCAB, dtype=jnp.float32),
+                 targets=tokens[:, 1:], mask=mask)
+    if reset is not None:
+      batch['reset'] = jnp.asarray(reset, bool)
+    return batch
 
   def make_batch(self, key: Array, batch_size: int, **unused) -> dict[str, Array]:
     """Uniform random bytes in the batch layout: shapes for init and smoke tests only
@@ -70,6 +89,8 @@ class Task:
   def loss_and_metrics(self, logits: Array, batch: dict[str, Array]) -> tuple[Array, dict]:
     """logits [B, T, 256] -> (mean nats per byte, {'loss', 'bits_per_byte', 'accuracy'})."""
     count = jnp.maximum(jnp.sum(batch['mask']), 1.0)
+    if 'reset' in batch:  # document lanes: per position, see the module docstring
+      count = float(batch['mask'].size)
     loss = jnp.sum(self.token_losses(logits, batch)) / count
     hits = (jnp.argmax(logits, -1) == batch['targets']) * batch['mask']
     return loss, {'loss': loss, 'bits_per_byte': loss / math.log(2),
