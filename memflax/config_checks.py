@@ -32,7 +32,9 @@ def _require(ok: bool, message: str) -> None:
     raise ConfigError(message)
 
 
-def _check_section(section, name: str, known: set[str], what: str) -> None:
+def _check_section(section, name: str, known: set[str], what: str,
+                   zero_allowed: tuple[str, ...] = ()) -> None:
+  """zero_allowed: size fields where 0 means 'switched off' (a class's `ZERO_ALLOWED`)."""
   unknown = sorted(set(section.keys()) - known - {'name'})
   _require(not unknown, f'unknown {what} field(s) {unknown} for {what}.name={name!r}; '
            f'known: {sorted(known)}')
@@ -41,8 +43,9 @@ def _check_section(section, name: str, known: set[str], what: str) -> None:
     if key.endswith(('_size', '_width', '_heads', '_layers', '_length', '_bits', '_slots')) \
         or key.startswith('num_'):
       # (below 2**31: shapes and indices are int32; larger ones overflow while tracing)
-      _require(isinstance(value, int) and not isinstance(value, bool) and 0 < value < 2**31,
-               f'{what}.{key} must be a positive integer (below 2**31), got {value!r}')
+      low, word = (0, 'non-negative') if key in zero_allowed else (1, 'positive')
+      _require(isinstance(value, int) and not isinstance(value, bool) and low <= value < 2**31,
+               f'{what}.{key} must be a {word} integer (below 2**31), got {value!r}')
   if 'shift_range' in section:  # 2·shift_range + 1 rolls per head and step, traced one by one
     value, slots = section['shift_range'], section.get('memory_size')
     _require(isinstance(value, int) and not isinstance(value, bool) and 0 <= value
@@ -65,7 +68,7 @@ def validate(config, num_devices: int) -> None:
     raise ConfigError(str(e).splitlines()[0]) from None
   _check_section(config.model, config.model.name, _fields(model_cls) - {'output_size',
                                                                           'parent', 'name'},
-                 'model')
+                 'model', getattr(model_cls, 'ZERO_ALLOWED', ()))
   try:
     task = tasks.build(config.task)
   except (TypeError, ValueError, OverflowError) as e:

@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 # 1: TrainState with nonfinite_at and skipped_updates; integrity record in every save.
@@ -34,13 +35,17 @@ class FormatError(ValueError):
 
 
 def host_array(leaf: Any) -> np.ndarray:
-  """This process's full copy of a leaf: memflax keeps train state replicated, so the
-  first addressable shard of a global array is the whole array, on every process."""
+  """This process's full copy of a leaf. Most train state is replicated, so the first
+  addressable shard of a global array is the whole array, on every process; a model's
+  external store is split by batch row, and is gathered (across processes a collective:
+  every process digests the same state at the same checkpoint step)."""
   if isinstance(leaf, jax.Array):
     shard = leaf.addressable_data(0)
-    if shard.shape != leaf.shape:
-      raise ValueError(f'cannot digest a sharded array of shape {leaf.shape}')
-    return np.asarray(shard)
+    if shard.shape == leaf.shape:
+      return np.asarray(shard)
+    if leaf.is_fully_addressable:
+      return np.asarray(leaf)
+    return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
   return np.asarray(leaf)
 
 

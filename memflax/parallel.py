@@ -54,17 +54,19 @@ def batch_sharded(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def data_parallel(per_device_fn: Callable, mesh: Mesh, out_specs=(P(), P())) -> Callable:
+def data_parallel(per_device_fn: Callable, mesh: Mesh, out_specs=(P(), P()),
+                  in_specs=(P(), P(DATA_AXIS))) -> Callable:
   """Wraps `per_device_fn(replicated, batch) -> outputs` as a shard_map over `data`.
 
-  The first argument and the outputs are replicated (per-device code must make
-  them identical, e.g. by `lax.pmean` of gradients and metrics); `batch` leaves
-  are split along their leading axis.
+  By default the first argument and the outputs are replicated (per-device code must
+  make them identical, e.g. by `lax.pmean` of gradients and metrics) and `batch` leaves
+  are split along their leading axis; state kept per batch row (a model's external
+  store) is passed with P(DATA_AXIS) in `in_specs`/`out_specs`.
   """
   # check_vma=False: models build constant initial carries (device-invariant) that
   # scans turn into per-device values; models should not have to know mesh axes.
   # Replication of the outputs is guaranteed by the explicit pmeans instead.
-  return jax.shard_map(per_device_fn, mesh=mesh, in_specs=(P(), P(DATA_AXIS)),
+  return jax.shard_map(per_device_fn, mesh=mesh, in_specs=in_specs,
                        out_specs=out_specs, check_vma=False)
 
 

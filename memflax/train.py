@@ -9,6 +9,7 @@ checkpoint steps.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 import json
 import math
@@ -29,6 +30,7 @@ from memflax import curriculum as curriculum_lib
 from memflax import length_buckets
 from memflax import workdir as workdir_lib
 from memflax.checkpoint import Checkpointer, check_compatible
+from memflax.data import document_stream
 from memflax.data.from_config import corpus_for
 from memflax.metric_writer import MetricWriter
 from memflax.tensorboard_log import TensorBoardLog
@@ -69,6 +71,16 @@ class TrainState:
   nonfinite_at: jax.Array   # int32 [3]; -1s until a step goes non-finite
   skipped_updates: jax.Array
   curriculum: dict  # memflax.curriculum state (constant when curriculum.kind is 'fixed')
+
+
+@flax.struct.dataclass
+class MemoryTrainState(TrainState):
+  """The state of a model with an external store (the flax collection 'memory', e.g.
+  memflax.models.knn_transformer): the store is carried from step to step, split over
+  devices by batch row like the batch itself, and checkpointed with the rest. A separate
+  class, so the checkpoints of models without a store keep their layout."""
+
+  memory: Any = None
 
 
 def config_to_dict(config) -> dict:
@@ -128,6 +140,11 @@ class Trainer:
     self.buckets = None if self.growing or self.host_fed else length_buckets.task_buckets(
         self.task, config.length_buckets)
     self.data = (data if data is not None else corpus_for(config)) if self.host_fed else None
+    # Document lanes (memflax.data.document_stream): row b reads its documents segment
+    # after segment, for models that carry a store from one segment to the next.
+    self.streams = getattr(self.task, 'stream_documents', False)
+    self.lanes = document_stream.DocumentLanes(self.data, 'train', self.task.seq_length) \
+        if self.streams else None
     self.model = models.build(config.model, self.task.output_size)
     self.optimizer = make_optimizer(config)
     root = jax.random.PRNGKey(config.seed)
@@ -135,28 +152,67 @@ class Trainer:
     self._replicated = parallel.replicated(self.mesh)
     self._batch_sharded = parallel.batch_sharded(self.mesh)
     self._sums = None  # compiled on first use by validation_metrics
+    self.has_memory = 'memory' in jax.eval_shape(
+        lambda: self.model.init(self.init_key, self._probe(1)))
+
+  def _probe(self, batch_size: int) -> jax.Array:
+    """Zero model inputs of a batch's shape (parameters and stores depend on shapes only)."""
+    probe = jax.eval_shape(lambda: self.task.make_batch(self.data_key, batch_size)['inputs'])
+    return jnp.zeros(probe.shape, probe.dtype)
+
+  def empty_memory(self, batch_size: int):
+    """The model's external store for `batch_size` rows, empty (all zeros); None for models
+    without one. Traceable: inside a per-device function, pass the local batch size."""
+    if not self.has_memory:
+      return None
+    shapes = jax.eval_shape(lambda: self.model.init(self.init_key, self._probe(batch_size)))
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes['memory'])
+
+  def apply_model(self, params, memory, inputs, reset=None, **kwargs):
+    """-> (logits, traces, memory after the call). With a store, rows whose `reset` is
+    True start empty (default: every row, for tasks whose sequences are independent)."""
+    if not self.has_memory:
+      logits, traces = self.model.apply({'params': params}, inputs, **kwargs)
+      return logits, traces, None
+    if reset is None:
+      reset = jnp.ones(inputs.shape[:1], bool)
+    (logits, traces), updated = self.model.apply({'params': params, 'memory': memory}, inputs,
+                                                 reset=reset, mutable=['memory'], **kwargs)
+    return logits, traces, updated['memory']
+
+  def state_shardings(self):
+    """Shardings of the TrainState: replicated, except a store's rows split like the batch."""
+    if not self.has_memory:
+      return self._replicated
+    fields = {f.name: self._replicated for f in dataclasses.fields(TrainState)}
+    return MemoryTrainState(**fields, memory=self._batch_sharded)
 
   # ---------------------------------------------------------------- State
   def init_state(self) -> TrainState:
-    @functools.partial(jax.jit, out_shardings=self._replicated)
+    @functools.partial(jax.jit, out_shardings=self.state_shardings())
     def init():
-      probe = jax.eval_shape(lambda: self.task.make_batch(self.data_key, 1)['inputs'])
-      probe = jnp.zeros(probe.shape, probe.dtype)  # parameters depend on shapes only
-      params = self.model.init(self.init_key, probe)['params']
+      params = self.model.init(self.init_key, self._probe(1))['params']
       if self.initial_params is not None:  # same structure by construction (continual runner checks)
         params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype), params, self.initial_params)
-      return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                        opt_state=self.optimizer.init(params), rng=self.dropout_key,
-                        nonfinite=jnp.zeros((), bool),
-                        nonfinite_at=jnp.full((3,), -1, jnp.int32),
-                        skipped_updates=jnp.zeros((), jnp.int32),
-                        curriculum=curriculum_lib.initial_state(self.config))
+      fields = dict(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=self.optimizer.init(params), rng=self.dropout_key,
+                    nonfinite=jnp.zeros((), bool), nonfinite_at=jnp.full((3,), -1, jnp.int32),
+                    skipped_updates=jnp.zeros((), jnp.int32),
+                    curriculum=curriculum_lib.initial_state(self.config))
+      if self.has_memory:
+        return MemoryTrainState(**fields, memory=self.empty_memory(self.config.batch_size))
+      return TrainState(**fields)
     return init()
 
   def abstract_state(self) -> TrainState:
     shapes = jax.eval_shape(self.init_state)
-    return jax.tree.map(
-        lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self._replicated), shapes)
+    # state_shardings() is a prefix of the state's tree: give each leaf its node's sharding.
+    shardings = jax.tree.map(lambda sharding, node: jax.tree.map(lambda _: sharding, node),
+                             self.state_shardings(), shapes,
+                             is_leaf=lambda x: isinstance(x, jax.sharding.Sharding))
+    return jax.tree.map(lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype,
+                                                                  sharding=sharding),
+                        shapes, shardings)
 
   # ---------------------------------------------------------------- Update step
   def _per_device_step(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
@@ -164,17 +220,20 @@ class Trainer:
     device = jax.lax.axis_index(parallel.DATA_AXIS)
     dropout_rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step), device)
 
+    memory = getattr(state, 'memory', None)
+
     def loss_fn(params):
-      logits, _ = self.model.apply({'params': params}, batch['inputs'], train=True,
-                                   rngs={'dropout': dropout_rng})
+      logits, _, new_memory = self.apply_model(params, memory, batch['inputs'],
+                                               batch.get('reset'), train=True,
+                                               rngs={'dropout': dropout_rng})
       loss, metrics = self.task.loss_and_metrics(logits, batch)
       if self.regulariser is not None:  # continual-learning penalty or replay term
         penalty, extra = self.regulariser(self.model, params, state.step, device)
         loss = loss + penalty
         metrics = {**metrics, **extra, 'task_loss': metrics['loss'], 'loss': loss}
-      return loss, metrics
+      return loss, (metrics, new_memory)
 
-    (_, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (_, (metrics, new_memory)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     grads = jax.lax.pmean(grads, parallel.DATA_AXIS)
     grads = self._inject_nan(grads, state.step + 1)
     metrics = jax.lax.pmean(metrics, parallel.DATA_AXIS)
@@ -213,6 +272,8 @@ class Trainer:
                               nonfinite=state.nonfinite if skip else bad,
                               nonfinite_at=nonfinite_at, skipped_updates=skipped,
                               curriculum=keep(state.curriculum, curriculum))
+    if self.has_memory:  # a step that is thrown away does not write to the store either
+      new_state = new_state.replace(memory=keep(memory, new_memory))
     metrics.update(grad_norm=grad_norm, param_norm=optax.tree.norm(new_state.params),
                    nonfinite=new_state.nonfinite, nonfinite_at=nonfinite_at)
     if skip:
@@ -238,17 +299,34 @@ class Trainer:
     fold_in(data_key, s) (within bucket `bucket`'s sizes, a static argument, when the
     run uses length buckets), or, for host-fed tasks, from the bytes the host read for s.
     """
-    sharded_step = parallel.data_parallel(self._per_device_step, self.mesh)
+    if self.has_memory:  # the store travels beside the replicated state, split by rows
+      def per_device(state, memory, batch):
+        new_state, metrics = self._per_device_step(state.replace(memory=memory), batch)
+        return new_state.replace(memory=None), new_state.memory, metrics
+      rows = jax.sharding.PartitionSpec(parallel.DATA_AXIS)
+      replicated = jax.sharding.PartitionSpec()
+      split_step = parallel.data_parallel(per_device, self.mesh,
+                                          in_specs=(replicated, rows, rows),
+                                          out_specs=(replicated, rows, replicated))
+
+      def sharded_step(state, batch):
+        new_state, memory, metrics = split_step(state.replace(memory=None), state.memory, batch)
+        return new_state.replace(memory=memory), metrics
+    else:
+      sharded_step = parallel.data_parallel(self._per_device_step, self.mesh)
 
     @functools.partial(jax.jit, donate_argnums=0, static_argnames='bucket')
-    def train_step(state, tokens=None, bucket=None):
-      if tokens is None:
+    def train_step(state, *tokens, bucket=None):
+      if self.streams:
+        tokens, lengths, reset = tokens
+        batch = self.task.batch_from_tokens(tokens, lengths=lengths, reset=reset)
+      elif not tokens:
         level = {'level': state.curriculum['level']} if self.growing else {}
         sizes = self.buckets[bucket] if bucket is not None else {}
         batch = self.task.make_batch(jax.random.fold_in(self.data_key, state.step),
                                      self.config.batch_size, **level, **sizes)
       else:
-        batch = self.task.batch_from_tokens(tokens)
+        batch = self.task.batch_from_tokens(*tokens)
       batch = jax.lax.with_sharding_constraint(batch, self._batch_sharded)
       return sharded_step(state, batch)
 
@@ -274,6 +352,10 @@ class Trainer:
     or this process's rows of the step's corpus windows as one global array."""
     if not self.host_fed:
       return ()
+    if self.streams:
+      rows = self.lanes.batch_for_step(self.config.seed, step, self.config.batch_size,
+                                       jax.process_index(), jax.process_count())
+      return tuple(parallel.global_batch(r, self.mesh) for r in rows)
     rows = self.data.batch_for_step(self.config.seed, step, self.config.batch_size,
                                     self.task.seq_length, jax.process_index(),
                                     jax.process_count())
@@ -287,7 +369,8 @@ class Trainer:
     """
 
     def per_device(params, batch):
-      logits, _ = self.model.apply({'params': params}, batch['inputs'])
+      memory = self.empty_memory(batch['inputs'].shape[0])
+      logits, _, _ = self.apply_model(params, memory, batch['inputs'])
       return jax.lax.pmean(self.task.loss_and_metrics(logits, batch)[1], parallel.DATA_AXIS)
 
     sharded = parallel.data_parallel(per_device, self.mesh,
@@ -310,13 +393,54 @@ class Trainer:
     return functools.partial(self.validation_metrics, max_windows=num_sequences)
 
   def validation_metrics(self, params, max_windows: int | None = None) -> dict[str, float]:
+    """See _window_metrics (random-access windows) and _stream_metrics (document lanes)."""
+    if self.streams:
+      return self._stream_metrics(params, max_windows)
+    return self._window_metrics(params, max_windows)
+
+  def _stream_metrics(self, params, max_windows: int | None = None) -> dict[str, float]:
+    """Validation documents read lane by lane from an empty store, each target byte once:
+    every document, or (while training) the first documents until `max_windows` segments
+    are planned. Same keys as _window_metrics; num_windows counts segments."""
+    if self._sums is None:
+      def sums(params, memory, tokens, lengths, reset):
+        batch = self.task.batch_from_tokens(tokens, lengths=lengths, reset=reset)
+        logits, _, memory = self.apply_model(params, memory, batch['inputs'], batch['reset'])
+        hits = (jnp.argmax(logits, -1) == batch['targets']) * batch['mask']
+        return (jnp.sum(self.task.token_losses(logits, batch)), jnp.sum(batch['mask']),
+                jnp.sum(hits)), memory
+      self._sums = jax.jit(sums, donate_argnums=1)
+      self._validation_lanes = document_stream.DocumentLanes(self.data, 'validation',
+                                                             self.task.seq_length)
+    lanes, size = self._validation_lanes, self.config.batch_size
+    documents = None
+    if max_windows is not None:  # the first documents whose segments make up max_windows
+      documents = max(1, int(np.searchsorted(np.cumsum(lanes.segments), max_windows)) + 1)
+    per = size // jax.process_count()
+    mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+    memory = jax.jit(lambda: self.empty_memory(size),
+                     out_shardings=self._batch_sharded if self.has_memory else None)()
+    totals, windows = np.zeros(3), 0
+    for tokens, lengths, reset in lanes.validation_steps(size, documents):
+      out, memory = self._sums(params, memory,
+                               *(parallel.global_batch(x[mine], self.mesh)
+                                 for x in (tokens, lengths, reset)))
+      totals += np.asarray(jax.device_get(out), np.float64)
+      windows += int(np.count_nonzero(lengths))
+    nats, count, hits = totals
+    loss = nats / max(count, 1.0)
+    return dict(loss=loss, bits_per_byte=loss / math.log(2), accuracy=hits / max(count, 1.0),
+                num_windows=windows)
+
+  def _window_metrics(self, params, max_windows: int | None = None) -> dict[str, float]:
     """Means over the validation split's windows in order (all of them, or the first
     `max_windows`), each target byte once: {'loss', 'bits_per_byte', 'accuracy',
     'num_windows'}."""
     if self._sums is None:
       def sums(params, tokens, row_mask):
         batch = self.task.batch_from_tokens(tokens, row_mask)
-        logits, _ = self.model.apply({'params': params}, batch['inputs'])
+        memory = self.empty_memory(tokens.shape[0])
+        logits, _, _ = self.apply_model(params, memory, batch['inputs'])
         hits = (jnp.argmax(logits, -1) == batch['targets']) * batch['mask']
         return (jnp.sum(self.task.token_losses(logits, batch)), jnp.sum(batch['mask']),
                 jnp.sum(hits))
