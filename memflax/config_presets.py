@@ -41,6 +41,9 @@ MODELS = {
     # Sinusoidal positions, so lengths beyond training can be evaluated up to max_len.
     'transformer': dict(_TRANSFORMER),
     'kv_memory_transformer': dict(**_TRANSFORMER, memory_slots=128, value_size=64),
+    # On tasks of independent sequences the store starts empty at every sequence (idle).
+    'knn_transformer': dict(**_TRANSFORMER, memory_size=1024, top_k=32, approximate=False,
+                            recall_target=0.95, normalize_keys=True, knn_blocks=(-2,)),
     # Product-key memory (Lample et al. 2019) in place of block 1's FFN: 64² slots, each
     # of 4 heads reads its top 8 (memflax/nn/product_key.py).
     'pkm_transformer': dict(**_TRANSFORMER, memory_slots=4096, pkm_heads=4, pkm_topk=8,
@@ -58,6 +61,11 @@ MODELS = {
     'titans': dict(d_model=64, num_heads=4, num_layers=2, d_ff=128, memory_depth=2,
                    memory_hidden=32, chunk_size=16, conv_size=4, memory_residual=True,
                    normalize_keys=True, max_inner_lr=0.1),
+    # Differentiable neural dictionary (Pritzel et al. 2017) written every step within a
+    # sequence: 8 nearest keys, δ = 1e-3 as in NEC; capacity 0 = the causal parallel form
+    # (memflax/nn/dnd.py, memflax/models/dnd.py).
+    'dnd': dict(embed_size=64, key_size=32, value_size=64, hidden_size=128, num_neighbours=8,
+                delta=1e-3, capacity=0, conv_size=2, write_gate=True, query_block=0),
 }
 
 TINY_MODELS = {
@@ -66,6 +74,7 @@ TINY_MODELS = {
     'rnn': dict(hidden_size=32, num_layers=1),
     'transformer': _TINY_TRANSFORMER,
     'kv_memory_transformer': dict(**_TINY_TRANSFORMER, memory_slots=16, value_size=16),
+    'knn_transformer': dict(**_TINY_TRANSFORMER, memory_size=64, top_k=4, knn_blocks=(0,)),
     # One block, so the memory takes its FFN's place (block 0).
     'pkm_transformer': dict(**_TINY_TRANSFORMER, memory_slots=64, pkm_heads=2, pkm_topk=4,
                             pkm_key_dim=16, pkm_blocks=(0,)),
@@ -74,6 +83,7 @@ TINY_MODELS = {
     'gated_deltanet': dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, chunk_size=8),
     'titans': dict(d_model=16, num_heads=2, num_layers=1, d_ff=32, memory_hidden=16,
                    chunk_size=4),
+    'dnd': dict(embed_size=16, key_size=8, value_size=16, hidden_size=32, num_neighbours=4),
 }
 
 
@@ -101,10 +111,12 @@ TRAINING = {
     'gru': _recurrent_training(clip=1.0, steps=2_000),
     'rnn': _recurrent_training(clip=1.0, steps=2_000),
     'transformer': _transformer_training, 'kv_memory_transformer': _transformer_training,
+    'knn_transformer': _transformer_training,
     'pkm_transformer': _transformer_training,
     'sam': use_fast_memory_training,
     'deltanet': _transformer_training, 'gated_deltanet': _transformer_training,
     'titans': _transformer_training,
+    'dnd': _transformer_training,
 }
 
 # Task sizes as in the NTM paper (Graves et al. 2014, §4) and Zoology (MQAR). `eval` holds
@@ -136,6 +148,11 @@ LM_MODELS = {
                             memory_slots=65536, pkm_heads=4, pkm_topk=16, pkm_key_dim=128,
                             pkm_blocks=(1,)),
     'deltanet': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512),
+    # The Transformer's LM size with one kNN memory block (the second of three) of 2,048
+    # entries per head and lane, top-16 (Wu et al. use one memory layer near the top).
+    # Retrieval doubles the step's cost on CPU, hence batch 16 (knn_transformer_lm.py).
+    'knn_transformer': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512,
+                            memory_size=2048, top_k=16, knn_blocks=(1,)),
     'gated_deltanet': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512),
     'titans': dict(d_model=128, num_heads=4, num_layers=3, d_ff=512, memory_hidden=64,
                    chunk_size=32),
