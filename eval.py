@@ -104,10 +104,22 @@ def main(argv):
 
 def _evaluate_language_model(evaluate, trainer, params, step, workdir):
   result = evaluate.language_model_eval(trainer, params, max_windows=FLAGS.num_sequences)
-  (workdir / 'eval.json').write_text(json.dumps({'lm': result}, indent=2) + '\n')
+  report = {'lm': result}
   print(f'step {step}: validation {result["val_bits_per_byte"]:.3f} bits/byte, bigram baseline '
         f'{result["bigram_bits_per_byte"]:.3f} bits/byte ({result["num_windows"]} windows of '
         f'{trainer.task.seq_length} bytes)')
+  if trainer.has_memory and trainer.streams:  # a kNN store: how it is filled and used
+    from memflax import store_statistics, viz
+    report['store'] = store_statistics.collect(trainer, params, max_windows=FLAGS.num_sequences)
+    for name, block in report['store'].items():
+      print(f'{name}: store {block["occupancy_mean"]:.0%} full on average (of '
+            f'{block["memory_size"]:,} entries), gate per head '
+            f'{" ".join(f"{g:.2f}" for g in block["gate"])}, hit score per head '
+            f'{" ".join(f"{h:.2f}" for h in block["hit_score"])}')
+    png = viz.plot_store_statistics(report['store'], workdir / 'eval_store.png',
+                                    f'{trainer.config.model.name}, step {step}')
+    print(f'wrote {png}')
+  (workdir / 'eval.json').write_text(json.dumps(report, indent=2) + '\n')
   print(f'wrote {workdir / "eval.json"}')
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from memflax import config_defaults, progress_log, tracing
 from memflax import workdir as workdir_lib
 from memflax.data.bits import bigram_bits_per_byte, bigram_counts
+from memflax.data.document_stream import DocumentLanes
 from memflax.checkpoint import Checkpointer, stored_config
 from memflax.train import Trainer
 
@@ -95,9 +96,14 @@ def language_model_eval(trainer: Trainer, params, max_windows: int | None = None
   {'val_bits_per_byte', 'bigram_bits_per_byte', 'val_accuracy', 'num_windows'}."""
   corpus, seq_len = trainer.data, trainer.task.seq_length
   model = trainer.validation_metrics(params, max_windows)
-  # The same windows the model was scored on: all of them, or the first max_windows.
-  windows = (corpus.validation_batches(1024, seq_len) if max_windows is None else
-             corpus.validation_batches(1, seq_len, max_batches=max_windows))
+  # The same bytes the model was scored on: all windows or the first max_windows, or for
+  # document lanes the same documents' segments.
+  if trainer.streams:
+    lanes = DocumentLanes(corpus, 'validation', seq_len)
+    windows = lanes.scored_windows(trainer.config.batch_size, lanes.documents_for(max_windows))
+  else:
+    windows = (corpus.validation_batches(1024, seq_len) if max_windows is None else
+               corpus.validation_batches(1, seq_len, max_batches=max_windows))
   bigram = bigram_bits_per_byte(bigram_counts(corpus.chunks('train')), windows)
   return dict(val_bits_per_byte=float(model['bits_per_byte']), bigram_bits_per_byte=bigram,
               val_accuracy=float(model['accuracy']), num_windows=int(model['num_windows']))

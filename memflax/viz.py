@@ -127,6 +127,31 @@ def plot_memory(memory: np.ndarray, path: str | Path | None = None, title: str =
 
 
 # ------------------------------------------------------------------ Curves
+def plot_store_statistics(stats: Mapping[str, dict], path: str | Path | None = None,
+                          title: str = '') -> Path | Figure:
+  """memflax.store_statistics.collect's result, one row of panels per memory block: the
+  gate per head (weight of the memory read against local attention), the similarity of
+  the retrieved keys per head, and the store's occupancy over the validation calls."""
+  fig = Figure(figsize=(11, 3.2 * len(stats)))
+  for row, (name, block) in enumerate(stats.items()):
+    gate, hit, occupancy = (fig.add_subplot(len(stats), 3, 3 * row + i) for i in (1, 2, 3))
+    heads = np.arange(len(block['gate']))
+    gate.bar(heads, block['gate'], color='tab:blue')
+    gate.set(ylim=(0, 1), xlabel='head', ylabel='gate (memory weight)',
+             title=f'{name}' if not title else f'{title}\n{name}')
+    hit.bar(heads, block['hit_score'], color='tab:orange')
+    hit.set(xlabel='head', ylabel='score q·k of hits (cosine if normalised)')
+    occupancy.plot(block['occupancy_by_step'], color='tab:green')
+    occupancy.set(ylim=(0, 1.02), xlabel='validation call (segment)',
+                  ylabel=f"store occupancy (of {block['memory_size']:,})")
+    for ax in (gate, hit):
+      ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    for ax in (gate, hit, occupancy):
+      ax.grid(alpha=0.3)
+  fig.tight_layout()
+  return _finish(fig, path)
+
+
 def plot_profile(profile: dict, path: str | Path | None = None, title: str = '',
                  ax: Axes | None = None) -> Path | Figure:
   """A memory profile (evaluate.memory_profile): the headline metric against the size axis."""

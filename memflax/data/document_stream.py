@@ -131,6 +131,23 @@ class DocumentLanes:
     return self.read_segments(documents[mine], segments[mine])
 
   # ------------------------------------------------------------- validation lanes
+  def documents_for(self, max_segments: int | None) -> int | None:
+    """How many documents, in corpus order, make up at least `max_segments` segments (the
+    last one read whole); None (every document) for None."""
+    if max_segments is None:
+      return None
+    return max(1, int(np.searchsorted(np.cumsum(self.segments), max_segments)) + 1)
+
+  def scored_windows(self, lanes: int, max_documents: int | None = None
+                     ) -> Iterator[np.ndarray]:
+    """The validation segments' scored parts as windows uint8 [1, length+1] (inputs w[:, :-1],
+    targets w[:, 1:]), in the order validation_steps reads them: what a baseline such as
+    memflax.data.bits.bigram_bits_per_byte must score to compare with the model."""
+    for tokens, lengths, _ in self.validation_steps(lanes, max_documents):
+      for row, n in zip(tokens, lengths):
+        if n:
+          yield row[None, :n + 1]
+
   def validation_plan(self, lanes: int, max_documents: int | None = None) -> list[np.ndarray]:
     """The documents of each lane, dealt longest-first to the lane with the fewest segments
     so far (all documents, or the first `max_documents` in corpus order)."""
