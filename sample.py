@@ -47,6 +47,10 @@ def main(argv):
     cli_errors.fail(f'{FLAGS.workdir} holds a {trainer.config.model.name} on '
                     f'{trainer.config.task.name}, not a byte-level language model that can '
                     'generate (configs/*_lm.py)')
+  if trainer.has_memory:
+    cli_errors.fail(f'{FLAGS.workdir} holds a {trainer.config.model.name}, whose store is written '
+                    'a segment at a time; sample.py cannot generate from it yet (score it with '
+                    'eval.py)')
   sampling = dict(temperature=FLAGS.temperature, top_k=FLAGS.top_k)
   prompt_tokens = np.frombuffer(prompt, np.uint8)[None]
   key = jax.random.PRNGKey(FLAGS.seed)

@@ -100,7 +100,8 @@ def language_model_eval(trainer: Trainer, params, max_windows: int | None = None
   # document lanes the same documents' segments.
   if trainer.streams:
     lanes = DocumentLanes(corpus, 'validation', seq_len)
-    windows = lanes.scored_windows(trainer.config.batch_size, lanes.documents_for(max_windows))
+    windows = lanes.scored_windows(trainer.config.batch_size, lanes.documents_for(max_windows),
+                                  trainer.task.eval_piece_segments)
   else:
     windows = (corpus.validation_batches(1024, seq_len) if max_windows is None else
                corpus.validation_batches(1, seq_len, max_batches=max_windows))

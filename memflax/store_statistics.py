@@ -54,7 +54,8 @@ def collect(trainer, params, max_windows: int | None = None) -> dict:
   per = size // jax.process_count()
   mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
   sums, steps = {}, 0
-  for tokens, lengths, reset in lanes.validation_steps(size, documents):
+  for tokens, lengths, reset in lanes.validation_steps(size, documents,
+                                                               task.eval_piece_segments):
     memory, sown = step(params, memory, *(parallel.global_batch(x[mine], trainer.mesh)
                                           for x in (tokens, lengths, reset)))
     for path, values in _flatten(jax.device_get(sown)).items():

@@ -413,15 +413,14 @@ class Trainer:
       self._validation_lanes = document_stream.DocumentLanes(self.data, 'validation',
                                                              self.task.seq_length)
     lanes, size = self._validation_lanes, self.config.batch_size
-    documents = None
-    if max_windows is not None:  # the first documents whose segments make up max_windows
-      documents = max(1, int(np.searchsorted(np.cumsum(lanes.segments), max_windows)) + 1)
+    documents = lanes.documents_for(max_windows)
     per = size // jax.process_count()
     mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
     memory = jax.jit(lambda: self.empty_memory(size),
                      out_shardings=self._batch_sharded if self.has_memory else None)()
     totals, windows = np.zeros(3), 0
-    for tokens, lengths, reset in lanes.validation_steps(size, documents):
+    for tokens, lengths, reset in lanes.validation_steps(size, documents,
+                                                               self.task.eval_piece_segments):
       out, memory = self._sums(params, memory,
                                *(parallel.global_batch(x[mine], self.mesh)
                                  for x in (tokens, lengths, reset)))

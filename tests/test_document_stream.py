@@ -82,17 +82,32 @@ def test_training_batches_are_a_pure_function_of_seed_and_step(corpus):
     np.testing.assert_array_equal(np.concatenate([h[i] for h in halves]), whole[i])
 
 
-def test_validation_visits_every_segment_once_on_balanced_lanes(corpus):
+@pytest.mark.parametrize('piece', [None, 3])
+def test_validation_visits_every_segment_once_on_balanced_lanes(corpus, piece):
   lanes = DocumentLanes(corpus, 'validation', T)
   texts = _documents(corpus, 'validation')
-  steps = list(lanes.validation_steps(2))
-  rebuilt = [b'' for _ in range(2)]
-  for tokens, lengths, _ in steps:
+  steps = list(lanes.validation_steps(2, piece_segments=piece))
+  plan = lanes.validation_plan(2, piece_segments=piece)
+  rebuilt, resets = [b'' for _ in range(2)], [[] for _ in range(2)]
+  for tokens, lengths, reset in steps:
     for b in range(2):
       rebuilt[b] += tokens[b, 1:1 + lengths[b]].tobytes()
-  plan = lanes.validation_plan(2)
+      resets[b].append(bool(reset[b]))
   for b in range(2):
-    assert rebuilt[b] == b''.join(texts[d] + b'\0' for d in plan[b])
-  loads = [int(lanes.segments[p].sum()) for p in plan]
+    # Each piece is its segments' targets, in order; a reset where each piece begins.
+    want, starts = b'', []
+    for d, first, n in plan[b]:
+      text = texts[d] + b'\0'
+      want += text[first * T:(first + n) * T]
+      starts += [True] + [False] * (n - 1)
+    assert rebuilt[b] == want
+    assert resets[b][:len(starts)] == starts and not any(resets[b][len(starts):])
+  # Every document's every segment once, in pieces of at most `piece` segments.
+  pieces = sorted(p for lane in plan for p in lane)
+  for d in range(lanes.num_documents):
+    mine = [(first, n) for doc, first, n in pieces if doc == d]
+    assert sum(n for _, n in mine) == lanes.segments[d]
+    assert all(n <= (piece or lanes.segments[d]) for _, n in mine)
+  loads = [sum(n for _, _, n in lane) for lane in plan]
   assert len(steps) == max(loads)
-  assert max(loads) - min(loads) <= int(lanes.segments.max())
+  assert max(loads) - min(loads) <= max(n for _, _, n in pieces)

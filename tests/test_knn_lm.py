@@ -11,7 +11,7 @@ import sysconfig
 import numpy as np
 import pytest
 
-from conftest import REPO, cli_env, read_metrics, run_cli
+from conftest import REPO, cli_env, error_lines, read_metrics, run_cli
 from memflax.data import bigram_bits_per_byte, bigram_counts, load_text_corpus
 from memflax.data.document_stream import DocumentLanes
 
@@ -53,6 +53,13 @@ def test_trains_on_document_lanes_and_eval_reports_the_store(knn_run):
   assert stats['occupancy_final'] == 1.0 and 0 < stats['occupancy_mean'] < 1
   assert (workdir / 'eval_store.png').stat().st_size > 0
   assert 'store ' in proc.stdout and 'gate per head' in proc.stdout
+
+
+def test_sample_refuses_a_store_model_in_one_line(knn_run):
+  workdir, _ = knn_run
+  proc = run_cli('sample.py', f'--workdir={workdir}', '--prompt=def ', '--length=10')
+  lines = error_lines(proc)
+  assert proc.returncode == 2 and len(lines) == 1 and 'eval.py' in lines[0], proc.stderr
 
 
 def test_facts_in_the_store_survive_a_restart(tmp_path):

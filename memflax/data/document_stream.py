@@ -18,9 +18,9 @@ S segments, and lane b of B reads it from offset ⌊b·S/B⌋, one segment per s
 s it is at position (⌊b·S/B⌋ + s) mod S. The lanes are staggered copies of the same cycle,
 so every lane sees every document, any number of lanes works with any number of
 documents, and nothing but the step needs checkpointing. (A lane's first segment may be
-the middle of a document; its store is empty then, as after a reset.) Validation deals
-its documents to lanes longest-first so lanes finish together, and walks every document
-once from an empty store.
+the middle of a document; its store is empty then, as after a reset.) Validation walks
+every document once, cut into pieces of at most `piece_segments` segments that each start
+from an empty store, dealt to lanes longest-first so that lanes finish together.
 """
 
 from __future__ import annotations
@@ -138,42 +138,50 @@ class DocumentLanes:
       return None
     return max(1, int(np.searchsorted(np.cumsum(self.segments), max_segments)) + 1)
 
-  def scored_windows(self, lanes: int, max_documents: int | None = None
-                     ) -> Iterator[np.ndarray]:
+  def validation_plan(self, lanes: int, max_documents: int | None = None,
+                      piece_segments: int | None = None) -> list[list[tuple[int, int, int]]]:
+    """Per lane, its pieces (document, first segment, segments): all documents or the first
+    `max_documents` in corpus order, each cut into pieces of at most `piece_segments`
+    segments, dealt longest-first to the lane with the fewest segments so far."""
+    count = self.num_documents if max_documents is None else min(max_documents,
+                                                                 self.num_documents)
+    cap = piece_segments or max(int(self.segments.max(initial=1)), 1)
+    pieces = [(d, first, min(cap, int(self.segments[d]) - first))
+              for d in range(count) for first in range(0, int(self.segments[d]), cap)]
+    plan, load = [[] for _ in range(lanes)], np.zeros(lanes, np.int64)
+    for piece in sorted(pieces, key=lambda p: (-p[2], p[0], p[1])):
+      b = int(np.argmin(load))
+      plan[b].append(piece)
+      load[b] += piece[2]
+    return plan
+
+  def validation_steps(self, lanes: int, max_documents: int | None = None,
+                       piece_segments: int | None = None
+                       ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Every segment of the chosen documents once, lane by lane in order: batches of
+    (tokens [lanes, T+1], lengths [lanes], reset [lanes]); reset at the start of every piece
+    (see validation_plan); a lane that has finished idles with lengths 0."""
+    walks = []
+    for pieces in self.validation_plan(lanes, max_documents, piece_segments):
+      d = [doc for doc, _, n in pieces for _ in range(n)]
+      j = [first + i for _, first, n in pieces for i in range(n)]
+      starts = [i == 0 for _, _, n in pieces for i in range(n)]
+      walks.append((d, j, starts))
+    steps = max((len(d) for d, _, _ in walks), default=0)
+    for s in range(steps):
+      here = [s < len(d) for d, _, _ in walks]
+      documents = np.array([w[0][s] if h else -1 for w, h in zip(walks, here)], np.int64)
+      segments = np.array([w[1][s] if h else 0 for w, h in zip(walks, here)], np.int64)
+      tokens, lengths, _ = self.read_segments(documents, segments)
+      reset = np.array([w[2][s] if h else False for w, h in zip(walks, here)])
+      yield tokens, lengths, reset
+
+  def scored_windows(self, lanes: int, max_documents: int | None = None,
+                     piece_segments: int | None = None) -> Iterator[np.ndarray]:
     """The validation segments' scored parts as windows uint8 [1, length+1] (inputs w[:, :-1],
     targets w[:, 1:]), in the order validation_steps reads them: what a baseline such as
     memflax.data.bits.bigram_bits_per_byte must score to compare with the model."""
-    for tokens, lengths, _ in self.validation_steps(lanes, max_documents):
+    for tokens, lengths, _ in self.validation_steps(lanes, max_documents, piece_segments):
       for row, n in zip(tokens, lengths):
         if n:
           yield row[None, :n + 1]
-
-  def validation_plan(self, lanes: int, max_documents: int | None = None) -> list[np.ndarray]:
-    """The documents of each lane, dealt longest-first to the lane with the fewest segments
-    so far (all documents, or the first `max_documents` in corpus order)."""
-    count = self.num_documents if max_documents is None else min(max_documents,
-                                                                 self.num_documents)
-    plan, load = [[] for _ in range(lanes)], np.zeros(lanes, np.int64)
-    for d in sorted(range(count), key=lambda d: (-self.segments[d], d)):
-      b = int(np.argmin(load))
-      plan[b].append(d)
-      load[b] += self.segments[d]
-    return [np.asarray(p, np.int64) for p in plan]
-
-  def validation_steps(self, lanes: int, max_documents: int | None = None
-                       ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Every segment of the chosen documents once, lane by lane in order: batches of
-    (tokens [lanes, T+1], lengths [lanes], reset [lanes]); a lane that has finished idles
-    with lengths 0."""
-    plan = self.validation_plan(lanes, max_documents)
-    flat = []
-    for docs in plan:
-      d = np.repeat(docs, self.segments[docs]) if len(docs) else np.zeros(0, np.int64)
-      j = (np.arange(len(d)) - np.repeat(np.cumsum(self.segments[docs]) - self.segments[docs],
-                                         self.segments[docs])) if len(docs) else d
-      flat.append((d, j))
-    steps = max((len(d) for d, _ in flat), default=0)
-    for s in range(steps):
-      documents = np.array([d[s] if s < len(d) else -1 for d, _ in flat], np.int64)
-      segments = np.array([j[s] if s < len(j) else 0 for _, j in flat], np.int64)
-      yield self.read_segments(documents, segments)

@@ -41,6 +41,17 @@ VOCAB = 256
 class Task:
   seq_length: int = 256
   stream_documents: bool = False
+  # Validation on document lanes reads documents in pieces of at most this many segments,
+  # each from an empty store: one long file would otherwise leave all lanes but one idle
+  # for its whole length (the standard library has a 757 KB one). 512 segments of 128
+  # bytes hold 64K entries, the largest store measured.
+  eval_piece_segments: int = 512
+
+  def __post_init__(self):
+    if isinstance(self.eval_piece_segments, bool) or not isinstance(
+        self.eval_piece_segments, int) or self.eval_piece_segments < 1:
+      raise ValueError('task.eval_piece_segments must be a positive integer, got '
+                       f'{self.eval_piece_segments!r}')
 
   primary_metric = 'bits_per_byte'
   higher_is_better = False
