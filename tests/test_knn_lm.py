@@ -8,6 +8,7 @@ import subprocess
 import sys
 import sysconfig
 
+import jax
 import numpy as np
 import pytest
 
@@ -73,3 +74,41 @@ def test_facts_in_the_store_survive_a_restart(tmp_path):
   np.testing.assert_array_equal(query['logits'], present['logits'])  # recall, bit for bit
   # ... and the store is what answers: without it the same queries get other logits.
   assert np.abs(query['logits'] - present['empty']).max() > 1e-3
+
+
+@pytest.mark.slow
+def test_continual_snapshots_keep_the_store(tmp_path):
+  from memflax.checkpoint import Checkpointer
+  from memflax.continual import snapshots
+  from memflax.continual.config import compose_sequence, stdlib_halves
+  from memflax.continual.runner import Sequence, train_sequence
+
+  fields = stdlib_halves('tiny')
+  for task in fields.values():
+    task['stream_documents'] = True
+  config = compose_sequence('knn_transformer', ('stdlib_a', 'stdlib_b'), 'tiny',
+                            task_fields=fields, eval_sequences=16)
+  config.update(num_train_steps=6, eval_every_steps=6, checkpoint_every_steps=6)
+  config.data.dir = str(tmp_path / 'data')
+  workdir = tmp_path / 'run'
+  train_sequence(config, workdir)
+  found = snapshots.list_snapshots(workdir)
+  assert [name for _, name, _ in found] == ['0_stdlib_a', '1_stdlib_b']
+  trainer = Sequence(config).trainer(0)
+  abstract = trainer.abstract_state()
+  for index, name, path in found:
+    memory = snapshots.restore_memory(path, abstract.memory)
+    checkpointer = Checkpointer(workdir / 'tasks' / name)
+    try:
+      final, step, _ = checkpointer.restore_newest(abstract)
+    finally:
+      checkpointer.close()
+    assert step == 6
+    for a, b in zip(jax.tree.leaves(memory), jax.tree.leaves(final.memory)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # the task's final store
+    counts = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(memory)
+              if 'count' in jax.tree_util.keystr(path)]
+    assert counts and all(np.asarray(c).min() > 0 for c in counts)  # not the empty store
+  # Rerunning the finished sequence verifies every snapshot, store included, and keeps it.
+  train_sequence(config, workdir)
+  assert not (workdir / 'corrupt_snapshots').exists()

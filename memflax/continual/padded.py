@@ -71,8 +71,9 @@ class PaddedTask:
   def make_batch(self, key: jax.Array, batch_size: int, **kwargs) -> dict:
     return self.pad_inputs(self.task.make_batch(key, batch_size, **kwargs))
 
-  def batch_from_tokens(self, tokens, row_mask=None) -> dict:
-    return self.pad_inputs(self.task.batch_from_tokens(tokens, row_mask))
+  def batch_from_tokens(self, tokens, row_mask=None, **lanes) -> dict:
+    """lanes: `lengths` and `reset` of document lanes (byte_lm.Task.stream_documents)."""
+    return self.pad_inputs(self.task.batch_from_tokens(tokens, row_mask, **lanes))
 
   def task_logits(self, logits: jax.Array) -> jax.Array:
     """[..., output_width] -> [..., D_out_j]: task j's channels."""

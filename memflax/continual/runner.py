@@ -333,7 +333,8 @@ def _set_aside_corrupt(seq: Sequence, workdir: Path) -> None:
   previous snapshot, which gives the same bits (every step is a pure function of the
   snapshots and the seed)."""
   abstract = seq.trainer(0).abstract_state()
-  abstract = {'params': abstract.params, 'opt_state': abstract.opt_state}
+  abstract = {'params': abstract.params, 'opt_state': abstract.opt_state,
+              **({'memory': abstract.memory} if hasattr(abstract, 'memory') else {})}
   for _, name, path in snapshots.list_snapshots(workdir):
     try:
       snapshots.verify(path, abstract)
@@ -381,7 +382,8 @@ def _run(seq: Sequence, workdir: Path, source: Path | None) -> dict:
     if c.strategy == 'replay':
       replay_state = _update_replay(seq, replay_state, t)
       arrays = _replay_arrays(replay_state)
-    snapshots.save(path, {'params': state.params, 'opt_state': state.opt_state}, meta, arrays)
+    snapshots.save(path, {'params': state.params, 'opt_state': state.opt_state,
+                          'memory': getattr(state, 'memory', None)}, meta, arrays)
     if preemption.requested() and t + 1 < len(seq):  # SIGTERM during the task switch
       raise preemption.Preempted(f'SIGTERM: task {t + 1}/{len(seq)} is finished and its '
                                  f'snapshot {path.name} saved; rerun the same command to go on')

@@ -1,8 +1,9 @@
 """Immutable per-task snapshots: `<workdir>/snapshots/<index>_<task>`, one orbax checkpoint each.
 
 A snapshot holds the parameters and optimizer state at the end of task `index`
-(items `params`, `opt_state`), the replay buffer when the strategy keeps one (item `replay`: arrays
-only), and JSON metadata (item `meta`: the run's config, the task's config, the
+(items `params`, `opt_state`), the model's external store when it has one (item `memory`, e.g.
+a kNN store, memflax.train.MemoryTrainState), the replay buffer when the strategy keeps one
+(item `replay`: arrays only), and JSON metadata (item `meta`: the run's config, the task's config, the
 accuracy row measured on every task of the sequence at that point, the replay slot
 table). It lives outside `<workdir>/checkpoints`, so the rolling step checkpoints'
 `max_to_keep` cleanup never sees it; it is written once (orbax writes a temporary
@@ -130,12 +131,15 @@ def _checkpointer() -> ocp.Checkpointer:
 def save(path: str | Path, state: dict, meta: dict, replay: dict | None = None) -> Path:
   """Writes a snapshot at `path` (absolute), synchronously; refuses to overwrite one.
 
-  state: {'params': ..., 'opt_state': ...}; replay: {name: array} or None; meta: JSON.
+  state: {'params': ..., 'opt_state': ...} and, for a model with a store, 'memory';
+  replay: {name: array} or None; meta: JSON.
   """
   path = Path(path).absolute()
   if path.exists():
     raise FileExistsError(f'snapshot {path} exists; snapshots are immutable')
   trees = {'params': state['params'], 'opt_state': state['opt_state']}
+  if state.get('memory') is not None:
+    trees['memory'] = state['memory']
   if replay:
     trees['replay'] = replay
   items = {name: ocp.args.StandardSave(tree) for name, tree in trees.items()}
@@ -169,10 +173,15 @@ def restore_params(path: str | Path, abstract_params: Any) -> Any:
   return _restore(path, {'params': abstract_params})['params']
 
 
+def restore_memory(path: str | Path, abstract_memory: Any) -> Any:
+  """The snapshot's external store (item `memory`), restored like restore_params."""
+  return _restore(path, {'memory': abstract_memory})['memory']
+
+
 def verify(path: str | Path, abstract_state: dict) -> None:
-  """Reads everything the snapshot holds (abstract_state: {'params', 'opt_state'} of
-  jax.ShapeDtypeStruct) and checks it against the integrity record; raises
-  SnapshotCorruptError or IncompatibleSnapshotError."""
+  """Reads everything the snapshot holds (abstract_state: {'params', 'opt_state'} and
+  'memory' for a model with a store, of jax.ShapeDtypeStruct) and checks it against the
+  integrity record; raises SnapshotCorruptError or IncompatibleSnapshotError."""
   read_meta(path)
   _restore(path, dict(abstract_state))
   restore_replay(path)
