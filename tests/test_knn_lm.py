@@ -56,6 +56,25 @@ def test_trains_on_document_lanes_and_eval_reports_the_store(knn_run):
   assert 'store ' in proc.stdout and 'gate per head' in proc.stdout
 
 
+@pytest.mark.slow
+def test_eight_devices_match_one(knn_run, tmp_path):
+  """Each device keeps the stores of its own rows; the losses equal one device's."""
+  _, data = knn_run
+
+  def final(workdir, devices):
+    proc = run_cli('train.py', TINY, f'--workdir={workdir}', f'--config.data.dir={data}',
+                   '--config.num_train_steps=12', '--config.log_every_steps=12',
+                   '--config.eval_every_steps=12', devices=devices)
+    assert proc.returncode == 0, proc.stderr
+    rows = read_metrics(workdir)
+    return {**next(r for r in rows if r['step'] == 12 and 'loss' in r),
+            **next(r for r in rows if r['step'] == 12 and 'eval_loss' in r)}
+
+  one, eight = final(tmp_path / 'one', None), final(tmp_path / 'eight', 8)
+  for key in ('loss', 'grad_norm', 'eval_bits_per_byte'):
+    assert eight[key] == pytest.approx(one[key], rel=1e-4), key
+
+
 def test_sample_refuses_a_store_model_in_one_line(knn_run):
   workdir, _ = knn_run
   proc = run_cli('sample.py', f'--workdir={workdir}', '--prompt=def ', '--length=10')
