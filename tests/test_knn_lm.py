@@ -131,3 +131,19 @@ def test_continual_snapshots_keep_the_store(tmp_path):
   # Rerunning the finished sequence verifies every snapshot, store included, and keeps it.
   train_sequence(config, workdir)
   assert not (workdir / 'corrupt_snapshots').exists()
+
+
+@pytest.mark.parametrize('override, expected', [
+    (['--config.model.top_k=65'], 'model.top_k'),  # more than the 64 entries
+    (['--config.model.memory_size=-1'], 'model.memory_size'),
+    (['--config.model.approximate=true', '--config.model.recall_target=1.5'],
+     'model.recall_target'),
+    (['--config.task.eval_piece_segments=0'], 'task.eval_piece_segments'),
+])
+def test_bad_store_settings_are_one_line_before_anything_is_written(tmp_path, override,
+                                                                    expected):
+  workdir = tmp_path / 'run'
+  proc = run_cli('train.py', TINY, f'--workdir={workdir}', *override)
+  lines = error_lines(proc)
+  assert proc.returncode == 2 and len(lines) == 1 and expected in lines[0], proc.stderr
+  assert not workdir.exists()
