@@ -1,7 +1,7 @@
 """Facts written to a kNN store in one process, queried in another (tests/test_knn_lm.py).
 
   python tests/store_restart_worker.py present WORKDIR   # write the facts, save, answer too
-  python tests/store_restart_worker.py query WORKDIR     # restore the store, answer
+  python tests/store_restart_worker.py query WORKDIR     # restore the store, answer, compare
 
 `present` feeds a segment of key=value facts to a fresh knn_transformer (the tiny LM
 config) with its store carried, saves the train state with the store through memflax's
@@ -11,6 +11,7 @@ checkpoint and feeds the same queries. Both write WORKDIR/<mode>.npz.
 """
 
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +21,8 @@ from memflax.checkpoint import Checkpointer
 from memflax.config_presets import compose
 from memflax.train import Trainer
 
-FACTS = b''.join(b'k%02d=v%03d;' % (i, (37 * i) % 1000) for i in range(11))  # 88 bytes
-QUERIES = b''.join(b'k%02d=' % i for i in range(11))
+FACTS = b''.join(b'k%02d=v%03d;' % (i, (37 * i) % 1000) for i in range(10))  # 90 bytes: one segment
+QUERIES = b''.join(b'k%02d=' % i for i in range(10))
 
 
 def _segment(text: bytes, batch: int, length: int) -> jax.Array:
@@ -44,6 +45,7 @@ def main(mode: str, workdir: str) -> None:
                                        jnp.zeros(batch, bool))
     return np.asarray(logits)
 
+  Path(workdir).mkdir(parents=True, exist_ok=True)
   checkpointer = Checkpointer(workdir)
   try:
     if mode == 'present':
@@ -57,9 +59,20 @@ def main(mode: str, workdir: str) -> None:
       empty = state.replace(memory=trainer.empty_memory(batch))
       np.savez(f'{workdir}/present.npz', logits=answer(state), empty=answer(empty),
                count=np.asarray(memory_count(state)))
+      print(f'wrote {len(FACTS)} bytes of facts into the store and saved it in {workdir}; '
+            'query them from a new process with: query')
     else:
       state, _, _ = checkpointer.restore_newest(abstract)
-      np.savez(f'{workdir}/query.npz', logits=answer(state), count=np.asarray(memory_count(state)))
+      logits = answer(state)
+      np.savez(f'{workdir}/query.npz', logits=logits, count=np.asarray(memory_count(state)))
+      before = np.load(f'{workdir}/present.npz')
+      same = bool(np.array_equal(logits, before['logits']))
+      print(f'restored a store of {int(np.asarray(memory_count(state))[0])} entries per row; '
+            f'answers to the queries equal those before the restart bit for bit: {same} '
+            f'(with an empty store they differ by up to '
+            f'{float(np.abs(logits - before["empty"]).max()):.3g})')
+      if not same:
+        sys.exit(1)
   finally:
     checkpointer.close()
 
