@@ -14,6 +14,7 @@ import functools
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,8 +153,10 @@ class Trainer:
     self._replicated = parallel.replicated(self.mesh)
     self._batch_sharded = parallel.batch_sharded(self.mesh)
     self._sums = None  # compiled on first use by validation_metrics
-    self.has_memory = 'memory' in jax.eval_shape(
-        lambda: self.model.init(self.init_key, self._probe(1)))
+    with warnings.catch_warnings():  # as config_checks' probe: casts of huge config values
+      warnings.simplefilter('ignore')  # warn, and must not print before the run's first line
+      self.has_memory = 'memory' in jax.eval_shape(
+          lambda: self.model.init(self.init_key, self._probe(1)))
 
   def _probe(self, batch_size: int) -> jax.Array:
     """Zero model inputs of a batch's shape (parameters and stores depend on shapes only)."""
