@@ -5,7 +5,8 @@ Read from the statistics the kNN memory blocks sow into 'intermediates'
 (memflax.nn.knn_memory.KNNMemoryAttention): per head the gate g_h (weight of the
 memory read against local attention) and the mean query·key score of the valid hits
 (with normalised keys, the cosine similarity: 1 − ½‖q̂ − k̂‖², so a distance follows),
-and per call the mean occupancy min(count, N)/N of the rows' stores. Validation
+and per call the mean occupancy min(count, N)/N over the rows' stores (a lane with no
+document left idles with an empty store and counts as 0). Validation
 documents are read lane by lane from an empty store, as for validation bits per byte.
 """
 

@@ -160,7 +160,7 @@ class DocumentLanes:
                        ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Every segment of the chosen documents once, lane by lane in order: batches of
     (tokens [lanes, T+1], lengths [lanes], reset [lanes]); reset at the start of every piece
-    (see validation_plan); a lane that has finished idles with lengths 0."""
+    (see validation_plan); a lane that has finished idles with lengths 0 and reset True."""
     walks = []
     for pieces in self.validation_plan(lanes, max_documents, piece_segments):
       d = [doc for doc, _, n in pieces for _ in range(n)]
@@ -173,7 +173,8 @@ class DocumentLanes:
       documents = np.array([w[0][s] if h else -1 for w, h in zip(walks, here)], np.int64)
       segments = np.array([w[1][s] if h else 0 for w, h in zip(walks, here)], np.int64)
       tokens, lengths, _ = self.read_segments(documents, segments)
-      reset = np.array([w[2][s] if h else False for w, h in zip(walks, here)])
+      # An idle lane resets every step: its store stays empty instead of filling with padding.
+      reset = np.array([w[2][s] if h else True for w, h in zip(walks, here)])
       yield tokens, lengths, reset
 
   def scored_windows(self, lanes: int, max_documents: int | None = None,
