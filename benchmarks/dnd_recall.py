@@ -28,15 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from memflax import progress_log  # noqa: E402
 from memflax.config_presets import compose  # noqa: E402
-from memflax.metric_writer import MetricWriter  # noqa: E402
-from memflax.train import train_and_evaluate  # noqa: E402
+from benchmarks.mqar_capacity import train_once  # noqa: E402
 
 MODELS = ('dnd', 'ntm', 'lstm')
 ITEMS = (25, 50, 100, 200)
@@ -61,18 +59,12 @@ def config_for(model: str, pairs: int, steps: int, batch_size: int, eval_sequenc
 def run(model: str, pairs: int, steps: int, batch_size: int, eval_sequences: int,
         seed: int) -> dict:
   config = config_for(model, pairs, steps, batch_size, eval_sequences, seed)
-  with tempfile.TemporaryDirectory() as workdir:
-    start = time.perf_counter()
-    train_and_evaluate(config, workdir)
-    wall = time.perf_counter() - start
-    rows = MetricWriter(workdir).read()
-  evals = [r['eval_accuracy'] for r in rows if 'eval_accuracy' in r]
-  losses = [r['loss'] for r in rows if 'loss' in r]
+  result = train_once(config)
   return dict(model=model, pairs=pairs, seq_length=config.task.seq_length,
-              vocab_size=config.task.vocab_size, accuracy=evals[-1] if evals else None,
-              final_loss=losses[-1] if losses else None, steps=steps, batch_size=batch_size,
+              vocab_size=config.task.vocab_size, accuracy=result['accuracy'],
+              final_loss=result['final_loss'], steps=steps, batch_size=batch_size,
               learning_rate=config.learning_rate, eval_sequences=eval_sequences, seed=seed,
-              wall_s=round(wall, 1))
+              wall_s=result['wall_s'])
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -47,8 +47,9 @@ def config_for(model: str, pairs: int, steps: int, seed: int):
   return config
 
 
-def run(model: str, pairs: int, steps: int, seed: int) -> dict:
-  config = config_for(model, pairs, steps, seed)
+def train_once(config) -> dict:
+  """Trains `config` in a temporary workdir -> {'accuracy' (last eval), 'final_loss',
+  'wall_s'}; the values are None where the run logged none."""
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
     train_and_evaluate(config, workdir)
@@ -56,10 +57,17 @@ def run(model: str, pairs: int, steps: int, seed: int) -> dict:
     rows = MetricWriter(workdir).read()
   evals = [r['eval_accuracy'] for r in rows if 'eval_accuracy' in r]
   losses = [r['loss'] for r in rows if 'loss' in r]
+  return dict(accuracy=evals[-1] if evals else None,
+              final_loss=losses[-1] if losses else None, wall_s=round(wall, 1))
+
+
+def run(model: str, pairs: int, steps: int, seed: int) -> dict:
+  config = config_for(model, pairs, steps, seed)
+  result = train_once(config)
   return dict(model=model, pairs=pairs, seq_length=config.task.seq_length,
               vocab_size=config.task.vocab_size, seed=seed, steps=steps,
-              batch_size=config.batch_size, accuracy=evals[-1] if evals else None,
-              final_loss=losses[-1] if losses else None, wall_s=round(wall, 1))
+              batch_size=config.batch_size, accuracy=result['accuracy'],
+              final_loss=result['final_loss'], wall_s=result['wall_s'])
 
 
 def plot(rows: list[dict], path: Path) -> None:

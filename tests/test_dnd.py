@@ -13,6 +13,7 @@ from conftest import REPO, read_metrics
 from memflax.models import dnd as dnd_model
 from memflax.nn import dnd
 from memflax.train import train_and_evaluate
+from random_params import random_params
 
 DELTA = 1e-3
 
@@ -192,17 +193,10 @@ def test_empty_store_reads_zero_with_finite_gradients():
 SMALL = dict(embed_size=8, key_size=4, value_size=6, hidden_size=8, num_neighbours=3)
 
 
-def _random_params(model, x, seed=0, scale=0.5):
-  """Parameters of `model`'s shapes drawn in NumPy (jitting init costs seconds)."""
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), x)['params']
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda a: (scale * rng.standard_normal(a.shape)).astype(a.dtype), shapes)
-
-
 def test_model_capacity_forms_agree_and_traces():
   x = np.random.default_rng(5).standard_normal((2, 7, 5)).astype(np.float32)
   parallel = dnd_model.Model(output_size=4, **SMALL)
-  params = {'params': _random_params(parallel, x)}
+  params = {'params': random_params(parallel, x)}
   logits, traces = jax.jit(parallel.apply)(params, x)
   assert logits.shape == (2, 7, 4)
   assert traces['dnd_weights'].shape == traces['dnd_indices'].shape == (2, 7, 3)

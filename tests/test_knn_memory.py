@@ -11,19 +11,12 @@ import pytest
 
 from memflax.models import knn_transformer
 from memflax.nn import knn_memory as km
+from random_params import random_params
 
 B, H, DH, N, T, K = 2, 2, 4, 16, 8, 4
 D = H * DH
 SMALL = dict(d_model=8, num_heads=2, num_layers=2, d_ff=16, memory_size=N, top_k=K)
 IN, OUT = 3, 5
-
-
-def _random_params(module, *inputs, seed=0, scale=0.5):
-  """Parameters of `module`'s shapes drawn in NumPy (jitting init compiles the PRNG,
-  seconds on a busy CPU, and the tests hold for any parameters)."""
-  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)['params']
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: (scale * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
 
 
 def _store(count, seed=1):
@@ -199,7 +192,7 @@ def _apply(**fields):
 def test_layer_equals_numpy_reference(normalize):
   layer = _layer(normalize_keys=normalize)
   x = _x()
-  params = _random_params(layer, x)
+  params = random_params(layer, x)
   store = _store([5, 37])  # row 0 partly filled, row 1 wrapped around
   reset = np.array([False, True])
   y, state = _apply(normalize_keys=normalize)({'params': params, 'memory': store}, x, reset)
@@ -219,7 +212,7 @@ def test_layer_equals_numpy_reference(normalize):
 def test_two_segments_use_the_memory():
   layer = _layer()
   first, second = _x(5), _x(6)
-  params = _random_params(layer, first, seed=1)
+  params = random_params(layer, first, seed=1)
   apply = _apply()
   no_reset = np.zeros(B, bool)
   _, state = apply({'params': params, 'memory': _empty_store()}, first, no_reset)
@@ -240,7 +233,7 @@ def test_two_segments_use_the_memory():
 def test_store_changes_only_when_mutable():
   layer = _layer()
   x = _x()
-  variables = {'params': _random_params(layer, x), 'memory': _store([5, 37])}
+  variables = {'params': random_params(layer, x), 'memory': _store([5, 37])}
   y_read = layer.apply(variables, x)  # no mutable collections: output only
   y_intermediates, state = layer.apply(variables, x, mutable=['intermediates'])
   assert 'memory' not in state
@@ -263,7 +256,7 @@ def test_store_changes_only_when_mutable():
 def test_gradients_reach_gate_and_projections_but_not_the_store():
   layer = _layer()
   x = _x()
-  params = _random_params(layer, x)
+  params = random_params(layer, x)
   store = _store([5, 37])
   cotangent = np.random.default_rng(7).standard_normal((B, T, D)).astype(np.float32)
 
@@ -284,7 +277,7 @@ def test_memory_size_zero_is_the_closed_gate():
   x = _x()
   with_memory = _layer()
   without = _layer(memory_size=0)
-  params = _random_params(with_memory, x)
+  params = random_params(with_memory, x)
   shapes = jax.eval_shape(without.init, jax.random.PRNGKey(0), x)
   assert set(shapes) == {'params'}  # no 'memory' collection at all
   assert jax.tree.map(lambda s: s.shape, shapes['params']) == jax.tree.map(np.shape, params)
@@ -305,7 +298,7 @@ def test_approximate_layer_matches_exact_on_cpu():
     pytest.skip('exactness is the CPU fallback')
   x = _x()
   layer = _layer(approximate=True)
-  params = _random_params(layer, x)
+  params = random_params(layer, x)
   variables = {'params': params, 'memory': _store([5, 37])}
   y_approx = layer.apply(variables, x)
   y_exact = _layer().apply(variables, x)
@@ -328,7 +321,7 @@ def test_model_carries_memory_across_segments():
   first, second = _inputs(0), _inputs(1)
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), first)
   assert list(shapes['memory']['encoder']) == ['layer_1']
-  params = _random_params(model, first, scale=0.3)
+  params = random_params(model, first, scale=0.3)
   memory = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes['memory'])
   apply = jax.jit(functools.partial(model.apply, mutable=['memory']))
   (logits, traces), state = apply({'params': params, 'memory': memory}, first)

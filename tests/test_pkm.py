@@ -13,18 +13,11 @@ from conftest import REPO, read_metrics
 from memflax.models import pkm_transformer
 from memflax.nn import product_key as pk
 from memflax.train import train_and_evaluate
+from random_params import random_params
 
 SMALL = dict(d_model=16, num_heads=2, num_layers=2, d_ff=32, memory_slots=64, pkm_heads=2,
              pkm_topk=4, pkm_key_dim=8, pkm_blocks=(1,))
 IN, OUT = 3, 5
-
-
-def _random_params(module, *inputs, seed=0, scale=0.5):
-  """Parameters of `module`'s shapes drawn in NumPy (jitting init compiles the PRNG,
-  seconds on a busy CPU, and the tests hold for any parameters)."""
-  shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), *inputs)['params']
-  rng = np.random.default_rng(seed)
-  return jax.tree.map(lambda s: (scale * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
 
 
 def _brute_top_k(s1, s2, k):
@@ -75,7 +68,7 @@ def test_layer_equals_numpy_reference(num_slots, heads, key_dim, k, norm, value_
   layer = pk.ProductKeyMemory(num_slots, key_dim, heads, k, value_size=value_size,
                               query_norm=norm)
   x = np.random.default_rng(1).standard_normal((2, 3, 7)).astype(np.float32)
-  params = _random_params(layer, x)
+  params = random_params(layer, x)
   y, selection = jax.jit(lambda p, x: layer.apply({'params': p}, x, return_selection=True))(
       params, x)
   want, want_indices = _memory_reference(params, x, heads, key_dim, k, norm == 'layer')
@@ -87,7 +80,7 @@ def test_layer_equals_numpy_reference(num_slots, heads, key_dim, k, norm, value_
 def test_value_gradient_is_zero_off_the_selected_rows():
   layer = pk.ProductKeyMemory(256, 8, num_heads=2, top_k=3, value_size=4)
   x = np.random.default_rng(2).standard_normal((2, 5, 6)).astype(np.float32)
-  params = _random_params(layer, x)
+  params = random_params(layer, x)
   cotangent = np.random.default_rng(3).standard_normal((2, 5, 4)).astype(np.float32)
 
   def loss(p):
@@ -139,7 +132,7 @@ def test_parameter_count(overrides, expected):
 def test_model_is_causal_and_decodes_like_the_full_sequence():
   model = _small_model(pkm_blocks=(0, 1))
   x = _inputs()
-  variables = {'params': _random_params(model, x, scale=0.3)}
+  variables = {'params': random_params(model, x, scale=0.3)}
   apply = jax.jit(model.apply)
   logits, traces = apply(variables, x)
   assert traces['pkm1_indices'].shape == (2, 7, 2, 4)
