@@ -12,11 +12,8 @@ documents are read lane by lane from an empty store, as for validation bits per 
 
 from __future__ import annotations
 
-import numpy as np
 import jax
-
-from memflax import parallel
-from memflax.data.document_stream import DocumentLanes
+import numpy as np
 
 
 def _flatten(tree, prefix=()) -> dict[tuple[str, ...], dict]:
@@ -40,7 +37,7 @@ def collect(trainer, params, max_windows: int | None = None) -> dict:
   if not (trainer.has_memory and trainer.streams):
     raise ValueError('store statistics need a model with an external store trained on '
                      'document lanes (task.stream_documents=true)')
-  task, size = trainer.task, trainer.config.batch_size
+  task = trainer.task
 
   @jax.jit
   def step(params, memory, tokens, lengths, reset):
@@ -49,16 +46,9 @@ def collect(trainer, params, max_windows: int | None = None) -> dict:
                                      reset=batch['reset'], mutable=['memory', 'intermediates'])
     return updated['memory'], updated['intermediates']
 
-  lanes = DocumentLanes(trainer.data, 'validation', task.seq_length)
-  documents = lanes.documents_for(max_windows)
-  memory = trainer.empty_memory(size)
-  per = size // jax.process_count()
-  mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
-  sums, steps = {}, 0
-  for tokens, lengths, reset in lanes.validation_steps(size, documents,
-                                                               task.eval_piece_segments):
-    memory, sown = step(params, memory, *(parallel.global_batch(x[mine], trainer.mesh)
-                                          for x in (tokens, lengths, reset)))
+  memory, sums, steps = trainer.empty_validation_memory(), {}, 0
+  for batch, _ in trainer.validation_lanes(max_windows):
+    memory, sown = step(params, memory, *batch)
     for path, values in _flatten(jax.device_get(sown)).items():
       block = sums.setdefault(path, {'gate': 0.0, 'hit_score': 0.0, 'occupancy': []})
       block['gate'] = block['gate'] + np.asarray(values['gate'], np.float64)

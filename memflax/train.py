@@ -153,6 +153,8 @@ class Trainer:
     self._replicated = parallel.replicated(self.mesh)
     self._batch_sharded = parallel.batch_sharded(self.mesh)
     self._sums = None  # compiled on first use by validation_metrics
+    self._validation_lanes = None  # built on first use by validation_lanes
+    self._empty_eval_memory = None
     with warnings.catch_warnings():  # as config_checks' probe: casts of huge config values
       warnings.simplefilter('ignore')  # warn, and must not print before the run's first line
       self.has_memory = 'memory' in jax.eval_shape(
@@ -401,6 +403,31 @@ class Trainer:
       return self._stream_metrics(params, max_windows)
     return self._window_metrics(params, max_windows)
 
+  def validation_lanes(self, max_windows: int | None = None):
+    """The validation documents on lanes (memflax.data.document_stream; all of them, or the
+    first that make up `max_windows` segments), step by step: yields ((tokens, lengths,
+    reset) as global arrays of this process's rows, number of rows scored). The caller
+    carries the store, starting from empty_validation_memory()."""
+    if self._validation_lanes is None:
+      self._validation_lanes = document_stream.DocumentLanes(self.data, 'validation',
+                                                             self.task.seq_length)
+    lanes, size = self._validation_lanes, self.config.batch_size
+    per = size // jax.process_count()
+    mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
+    for tokens, lengths, reset in lanes.validation_steps(size, lanes.documents_for(max_windows),
+                                                         self.task.eval_piece_segments):
+      yield (tuple(parallel.global_batch(x[mine], self.mesh) for x in (tokens, lengths, reset)),
+             int(np.count_nonzero(lengths)))
+
+  def empty_validation_memory(self):
+    """An empty store for validation_lanes' batches, split by rows (None without a store);
+    compiled once per Trainer, not at every evaluation."""
+    if self._empty_eval_memory is None:
+      self._empty_eval_memory = jax.jit(
+          lambda: self.empty_memory(self.config.batch_size),
+          out_shardings=self._batch_sharded if self.has_memory else None)
+    return self._empty_eval_memory()
+
   def _stream_metrics(self, params, max_windows: int | None = None) -> dict[str, float]:
     """Validation documents read lane by lane from an empty store, each target byte once:
     every document, or (while training) the first documents until `max_windows` segments
@@ -413,22 +440,11 @@ class Trainer:
         return (jnp.sum(self.task.token_losses(logits, batch)), jnp.sum(batch['mask']),
                 jnp.sum(hits)), memory
       self._sums = jax.jit(sums, donate_argnums=1)
-      self._validation_lanes = document_stream.DocumentLanes(self.data, 'validation',
-                                                             self.task.seq_length)
-    lanes, size = self._validation_lanes, self.config.batch_size
-    documents = lanes.documents_for(max_windows)
-    per = size // jax.process_count()
-    mine = slice(jax.process_index() * per, (jax.process_index() + 1) * per)
-    memory = jax.jit(lambda: self.empty_memory(size),
-                     out_shardings=self._batch_sharded if self.has_memory else None)()
-    totals, windows = np.zeros(3), 0
-    for tokens, lengths, reset in lanes.validation_steps(size, documents,
-                                                               self.task.eval_piece_segments):
-      out, memory = self._sums(params, memory,
-                               *(parallel.global_batch(x[mine], self.mesh)
-                                 for x in (tokens, lengths, reset)))
+    totals, windows, memory = np.zeros(3), 0, self.empty_validation_memory()
+    for batch, scored in self.validation_lanes(max_windows):
+      out, memory = self._sums(params, memory, *batch)
       totals += np.asarray(jax.device_get(out), np.float64)
-      windows += int(np.count_nonzero(lengths))
+      windows += scored
     nats, count, hits = totals
     loss = nats / max(count, 1.0)
     return dict(loss=loss, bits_per_byte=loss / math.log(2), accuracy=hits / max(count, 1.0),
