@@ -445,10 +445,7 @@ class Trainer:
       out, memory = self._sums(params, memory, *batch)
       totals += np.asarray(jax.device_get(out), np.float64)
       windows += scored
-    nats, count, hits = totals
-    loss = nats / max(count, 1.0)
-    return dict(loss=loss, bits_per_byte=loss / math.log(2), accuracy=hits / max(count, 1.0),
-                num_windows=windows)
+    return _scored_means(totals, windows)
 
   def _window_metrics(self, params, max_windows: int | None = None) -> dict[str, float]:
     """Means over the validation split's windows in order (all of them, or the first
@@ -480,10 +477,16 @@ class Trainer:
                        parallel.global_batch(row_mask[mine], self.mesh))
       totals += np.asarray(jax.device_get(out), np.float64)
       windows += rows
-    nats, count, hits = totals
-    loss = nats / max(count, 1.0)
-    return dict(loss=loss, bits_per_byte=loss / math.log(2), accuracy=hits / max(count, 1.0),
-                num_windows=windows)
+    return _scored_means(totals, windows)
+
+
+def _scored_means(totals: np.ndarray, windows: int) -> dict[str, float]:
+  """(summed nats, scored bytes, correct bytes) over `windows` windows -> the validation
+  metrics {'loss', 'bits_per_byte', 'accuracy', 'num_windows'}."""
+  nats, count, hits = totals
+  loss = nats / max(count, 1.0)
+  return dict(loss=loss, bits_per_byte=loss / math.log(2), accuracy=hits / max(count, 1.0),
+              num_windows=windows)
 
 
 # ------------------------------------------------------------------ Loop
