@@ -173,11 +173,23 @@ def _lm_training(c):
 
 TASK_TRAINING = {'byte_lm': _lm_training}
 
-# Padded training lengths per (model, task) (memflax/length_buckets.py): copy's batches are
-# padded to 41 steps although lengths 1..20 need 22 on average. Three buckets (13, 27 and 41
-# steps, each compiled once) cut the NTM's time per training sequence by ~1.5×
-# (benchmarks/train_throughput.py, README).
-LENGTH_BUCKETS = {('ntm', 'copy'): 3}
+# Settings of one model on one task, measured to matter (README, "Task table"): `model`
+# fields and `harness` fields applied after the model's and the task's presets.
+PAIRS = {
+    # Padded training lengths (memflax/length_buckets.py): copy's batches are padded to 41
+    # steps although lengths 1..20 need 22 on average. Three buckets (13, 27 and 41 steps,
+    # each compiled once) cut the NTM's time per training sequence by ~1.5×
+    # (benchmarks/train_throughput.py, README).
+    ('ntm', 'copy'): dict(harness=dict(length_buckets=3)),
+    # Frobenius normalisation divides the whole memory by its norm after every write, so
+    # the rows written first have shrunk by the time a query reads them back. Seed 0, 5,000
+    # steps: associative recall ended at 5.38 bit errors/seq with it and at 0 without
+    # (< 0.1 from step 3,000); repeat copy was at 78 after 5,000 steps with or without it,
+    # and without it converged at ~8,000 (0.02 at 12,000), with it still at 69 at 11,000.
+    ('ntm', 'associative_recall'): dict(model=dict(frobenius_norm=False)),
+    ('ntm', 'repeat_copy'): dict(model=dict(frobenius_norm=False),
+                                 harness=dict(num_train_steps=15_000)),
+}
 
 TINY_TASKS = {
     'copy': dict(max_length=5),
@@ -201,21 +213,22 @@ GENERALISING_NTM = dict(controller_forget_bias=10.0, write_sharpen_boost=3.0,
 def compose(model: str, task: str, variant: str = '', model_fields: dict | None = None,
             task_fields: dict | None = None, **harness) -> ml_collections.ConfigDict:
   """The config of `model` trained on `task`: harness defaults, then the model's training
-  preset, then `model_fields`, `task_fields` and `harness` overrides (e.g.
+  preset, then the pair's own settings (PAIRS), then `model_fields`, `task_fields` and `harness` overrides (e.g.
   num_train_steps=...), then the variant. `model`/`task` may be dotted paths to the user's
   own modules (memflax.extensions)."""
   c = harness_config()
   # A model or task of the user's (a dotted module path, memflax.extensions) has no preset:
   # its own defaults, `model_fields`/`task_fields` and the harness defaults apply.
+  pair = PAIRS.get((model, task), {})
   sizes = {**MODELS.get(model, {}), **(LM_MODELS.get(model, {}) if task == 'byte_lm' else {}),
-           **(model_fields or {})}
+           **pair.get('model', {}), **(model_fields or {})}
   c.model = ml_collections.ConfigDict({'name': model, **sizes})
   spec = TASKS.get(task, dict(fields={}, eval_lengths=c.eval.lengths))
   c.task = ml_collections.ConfigDict({'name': task, **spec['fields'], **(task_fields or {})})
   c.eval.lengths = spec['eval_lengths']
   TRAINING.get(model, lambda c: None)(c)
   TASK_TRAINING.get(task, lambda c: None)(c)
-  c.length_buckets = LENGTH_BUCKETS.get((model, task), 1)
+  c.update(pair.get('harness', {}))
   c.update(harness)
   if variant == 'tiny':
     c.model.update(TINY_MODELS.get(model, {}))
