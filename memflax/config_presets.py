@@ -221,8 +221,8 @@ GENERALISING_NTM = dict(controller_forget_bias=10.0, write_sharpen_boost=3.0,
 def compose(model: str, task: str, variant: str = '', model_fields: dict | None = None,
             task_fields: dict | None = None, **harness) -> ml_collections.ConfigDict:
   """The config of `model` trained on `task`: harness defaults, then the model's training
-  preset, then the pair's own settings (PAIRS), then `model_fields`, `task_fields` and `harness` overrides (e.g.
-  num_train_steps=...), then the variant. `model`/`task` may be dotted paths to the user's
+  preset, then the pair's own settings (PAIRS), then `model_fields`, `task_fields` and
+  `harness` overrides (e.g. num_train_steps=...), then the variant. `model`/`task` may be dotted paths to the user's
   own modules (memflax.extensions)."""
   c = harness_config()
   # A model or task of the user's (a dotted module path, memflax.extensions) has no preset:

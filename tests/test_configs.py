@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, read_metrics
 from memflax import config_checks, models, tasks
+from memflax.config_presets import compose
 from memflax.train import train_and_evaluate
 
 CONFIGS = sorted(p.name for p in (REPO / 'configs').glob('*.py'))
@@ -64,6 +65,19 @@ def test_config_names_every_model_field(name):
   model_cls = models.model_class(config.model.name)
   fields = {f.name for f in dataclasses.fields(model_cls)} - {'parent', 'name', 'output_size'}
   assert set(config.model.keys()) - {'name'} == fields
+
+
+def test_pair_presets_apply_to_their_pair_only_and_yield_to_overrides():
+  recall = compose('ntm', 'associative_recall')
+  assert not recall.model.frobenius_norm and recall.learning_rate == 2e-3
+  # The same model on copy keeps its own preset (Frobenius on, lr 3e-3, three buckets).
+  copy = compose('ntm', 'copy')
+  assert copy.model.frobenius_norm and copy.learning_rate == 3e-3 and copy.length_buckets == 3
+  assert compose('lstm', 'associative_recall').learning_rate == 1e-3
+  # What the caller passes wins over the pair's settings.
+  mine = compose('ntm', 'associative_recall', model_fields=dict(frobenius_norm=True),
+                 learning_rate=1e-4)
+  assert mine.model.frobenius_norm and mine.learning_rate == 1e-4
 
 
 @pytest.mark.parametrize('name, expected', [
