@@ -91,7 +91,15 @@ def main():
                       help='smoke run: K = 8, 16 and 30 steps, unless given explicitly')
   parser.add_argument('--out', default=None,
                       help='JSON path (default benchmarks/results/dnd_recall[_quick].json)')
+  parser.add_argument('--plot-only', default='',
+                      help='comma-separated result JSONs: draw all their rows into --out\'s '
+                           '.png, train nothing')
   args = parser.parse_args()
+  if args.plot_only:
+    rows = [r for f in args.plot_only.split(',') for r in json.loads(Path(f).read_text())['rows']]
+    plot(rows, Path(args.out))
+    print(f'wrote {Path(args.out).with_suffix(".png")} from {len(rows)} rows')
+    return
   if args.quick:
     given = ' '.join(sys.argv)
     args.items = args.items if '--items' in given else '8,16'

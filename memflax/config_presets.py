@@ -222,8 +222,8 @@ def compose(model: str, task: str, variant: str = '', model_fields: dict | None 
             task_fields: dict | None = None, **harness) -> ml_collections.ConfigDict:
   """The config of `model` trained on `task`: harness defaults, then the model's training
   preset, then the pair's own settings (PAIRS), then `model_fields`, `task_fields` and
-  `harness` overrides (e.g. num_train_steps=...), then the variant. `model`/`task` may be dotted paths to the user's
-  own modules (memflax.extensions)."""
+  `harness` overrides (e.g. num_train_steps=...), then the variant. `model`/`task` may be
+  dotted paths to the user's own modules (memflax.extensions)."""
   c = harness_config()
   # A model or task of the user's (a dotted module path, memflax.extensions) has no preset:
   # its own defaults, `model_fields`/`task_fields` and the harness defaults apply.
