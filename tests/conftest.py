@@ -11,6 +11,23 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Workers for `-n auto` (pyproject.toml): one per CPU this process may use, at most 4 —
+# the tests start trainings and multi-process runs of their own, and more workers than
+# that only queue behind each other. psutil's physical count, xdist's default, can be 1 on
+# a 2-vCPU machine and would leave the second core idle.
+MAX_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+  return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+
+
+def pytest_configure(config):
+  # In-process tests compile the same train steps again and again (every tiny config,
+  # every resume); the command-line tools already use memflax's persistent cache, so the
+  # tests that call the library directly use it too (memflax/compilation_cache.py).
+  from memflax import compilation_cache
+  compilation_cache.enable()
 
 
 def cli_env(devices: int | None = None) -> dict:
