@@ -19,7 +19,9 @@ MAX_WORKERS = 4
 
 
 def pytest_xdist_auto_num_workers(config) -> int:
-  return max(1, min(MAX_WORKERS, len(os.sched_getaffinity(0))))
+  usable = (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')  # not on macOS
+            else os.cpu_count() or 1)
+  return max(1, min(MAX_WORKERS, usable))
 
 
 def pytest_configure(config):
