@@ -25,9 +25,10 @@ def pytest_xdist_auto_num_workers(config) -> int:
 
 
 def pytest_configure(config):
-  # In-process tests compile the same train steps again and again (every tiny config,
-  # every resume); the command-line tools already use memflax's persistent cache, so the
-  # tests that call the library directly use it too (memflax/compilation_cache.py).
+  # In-process tests compile the same train steps again and again (every resume, every
+  # module fixture rebuilt on another worker); the command-line tools already use memflax's
+  # persistent cache, so the tests that call the library directly use it too
+  # (memflax/compilation_cache.py).
   from memflax import compilation_cache
   compilation_cache.enable()
 
