@@ -1,12 +1,13 @@
-"""Continual learning on the default NTM sequence (copy → repeat copy → associative
-recall): ACC / BWT / FWT / forgetting per strategy, mean and spread over seeds.
+"""Continual learning on a task sequence (default: the NTM's copy → repeat copy →
+associative recall): ACC / BWT / FWT / forgetting per strategy, mean and spread over seeds.
 
   python benchmarks/continual_table.py --out benchmarks/results/continual_table.json
+  python benchmarks/continual_table.py --config=configs/cl_lm_corpora.py --out benchmarks/results/continual_lm.json
   python benchmarks/continual_table.py --out /tmp/cl.json --strategies naive,replay --seeds 0 --quick
   python benchmarks/continual_table.py --out /tmp/cl.json --jobs 12   # one process per run
 
-Each run is `configs/cl_ntm_tasks.py` with `--config.continual.strategy=S
---config.seed=K` (the config's defaults otherwise), trained by `train.py` in its own
+Each run is --config (default `configs/cl_ntm_tasks.py`) with
+`--config.continual.strategy=S --config.seed=K` (the config's defaults otherwise), trained by `train.py` in its own
 workdir under --workdir (kept, so a rerun resumes instead of starting over; the
 snapshots are there for eval.py --snapshot). Runs are separate processes, `--jobs` at a
 time, each pinned to one core with taskset when --jobs > 1 (so runs do not compete
@@ -36,8 +37,12 @@ STRATEGIES = ('naive', 'l2', 'ewc', 'replay')
 KEYS = ('ACC', 'BWT', 'FWT', 'forgetting')
 
 
-def command(strategy: str, seed: int, workdir: Path, quick: bool, extra: list[str]) -> list[str]:
-  config = 'configs/cl_ntm_tasks.py' + (':tiny' if quick else '')
+DEFAULT_CONFIG = 'configs/cl_ntm_tasks.py'
+
+
+def command(strategy: str, seed: int, workdir: Path, quick: bool, extra: list[str],
+            config: str = DEFAULT_CONFIG) -> list[str]:
+  config = config + (':tiny' if quick else '')
   return [sys.executable, str(REPO / 'train.py'), f'--config={config}', f'--workdir={workdir}',
           f'--config.continual.strategy={strategy}', f'--config.seed={seed}', *extra]
 
@@ -69,6 +74,8 @@ def markdown(table: dict) -> str:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--out', required=True, help='JSON file to write')
+  parser.add_argument('--config', default=DEFAULT_CONFIG,
+                      help='the continual config every run trains (a file under configs/)')
   parser.add_argument('--workdir', default='runs/continual_table',
                       help='where the runs live (one sub-directory per strategy and seed)')
   parser.add_argument('--strategies', default=','.join(STRATEGIES))
@@ -83,12 +90,14 @@ def main():
   if unknown:
     parser.error(f'unknown strategies {unknown}; known: {list(STRATEGIES)}')
   seeds = [int(s) for s in args.seeds.split(',') if s]
+  if not (REPO / args.config).is_file() and not Path(args.config).is_file():
+    parser.error(f'--config: no file {args.config}')
   root = Path(args.workdir).absolute()
   env = dict(os.environ)
   cores = sorted(os.sched_getaffinity(0))
   pin = args.jobs > 1 and shutil.which('taskset') is not None
   slot = 0
-  pending = [(s, k) for s in strategies for k in seeds]
+  pending = [(s, k) for k in seeds for s in strategies]  # seed by seed: a cut-short sweep keeps whole seeds
   running, runs, started = {}, [], time.time()
   # A bar over finished runs (on a terminal only); each finished run advances it by one.
   finished = iter(progress_log.bar(range(len(pending)), len(pending), 'runs'))
@@ -100,7 +109,7 @@ def main():
       log = (root / f'{strategy}_seed{seed}.log')
       log.parent.mkdir(parents=True, exist_ok=True)
       extra = [f'--config.{s}' if not s.startswith('--') else s for s in args.set]
-      argv = command(strategy, seed, workdir, args.quick, extra)
+      argv = command(strategy, seed, workdir, args.quick, extra, args.config)
       if pin:  # one core per run: the runs themselves are the parallelism
         argv = ['taskset', '-c', str(cores[slot % len(cores)])] + argv
         slot += 1
@@ -124,7 +133,7 @@ def main():
       table = summarise(sorted(runs, key=lambda r: (strategies.index(r['strategy']), r['seed'])))
       Path(args.out).parent.mkdir(parents=True, exist_ok=True)
       Path(args.out).write_text(json.dumps(dict(
-          sequence='copy -> repeat_copy -> associative_recall (NTM)', quick=args.quick,
+          config=args.config, sequence=' -> '.join(result['tasks']), quick=args.quick,
           overrides=args.set, table=table, runs=runs), indent=2) + '\n')
   if runs:
     print(markdown(summarise(sorted(runs, key=lambda r: (strategies.index(r['strategy']),

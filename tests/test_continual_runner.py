@@ -154,3 +154,10 @@ def test_incompatible_snapshots_are_refused_and_kept(ewc_run, tmp_path):
   assert proc.returncode == 2 and error_lines(proc) == [
       f"error: no snapshot '5' in {workdir}/snapshots (snapshots there: 0_copy, 1_repeat_copy)"]
   assert _tree_digest(workdir) == before
+
+
+def test_continual_table_refuses_a_missing_config_before_training(tmp_path):
+  proc = run_cli('benchmarks/continual_table.py', '--config=configs/cl_nope.py',
+                 f'--out={tmp_path}/table.json', f'--workdir={tmp_path}/runs')
+  assert proc.returncode == 2 and 'no file configs/cl_nope.py' in error_lines(proc)[-1]
+  assert not (tmp_path / 'table.json').exists() and not (tmp_path / 'runs').exists()

@@ -170,19 +170,36 @@ def compose_sequence(model: str, sequence: tuple[str, ...], variant: str = '',
   return c
 
 
-# Two halves of the standard library's packages for configs/cl_lm_corpora.py (the tiny
-# variant: two small packages).
-STDLIB_HALVES = {'stdlib_a': ('email', 'json', 'http', 'urllib', 'xml', 'html'),
+# Corpora for the byte-LM sequences, as packages (or files) of the running Python's standard
+# library. Two halves of ordinary code teach one language: on seed 0, naive fine-tuning on
+# the second half *raised* next-byte accuracy on the first (0.466 → 0.474), so nothing is
+# forgotten and strategies cannot be told apart. The codec modules of `encodings` (mapping
+# tables of hex codes and Unicode character names; CPython cannot start without them) are
+# another distribution: after 750 steps on them the code half fell to 0.402.
+CODE = ('email', 'json', 'http', 'urllib', 'xml', 'html')
+CODE_THEN_CODECS = {'code': CODE, 'codecs': ('encodings',)}
+TINY_CODE_THEN_CODECS = {'code': ('json',), 'codecs': tuple(
+    f'encodings/{m}.py' for m in ('cp1252', 'cp437', 'mac_roman', 'cp850'))}
+STDLIB_HALVES = {'stdlib_a': CODE,
                  'stdlib_b': ('asyncio', 'concurrent', 'multiprocessing', 'unittest')}
 TINY_STDLIB_HALVES = {'stdlib_a': ('json',), 'stdlib_b': ('html',)}
 
 
-def stdlib_halves(variant: str = '') -> dict[str, dict]:
-  """task_fields for a byte LM on each half: {key: {'name': 'byte_lm', 'data_paths'}},
-  the paths inside the running Python's standard library."""
+def stdlib_task_fields(corpora: dict[str, tuple[str, ...]]) -> dict[str, dict]:
+  """task_fields for a byte LM per corpus: {key: {'name': 'byte_lm', 'data_paths'}}, each
+  corpus's paths taken inside the running Python's standard library."""
   import os
   import sysconfig
   root = sysconfig.get_paths()['stdlib']
-  halves = TINY_STDLIB_HALVES if variant == 'tiny' else STDLIB_HALVES
-  return {key: {'name': 'byte_lm', 'data_paths': ','.join(os.path.join(root, p) for p in pkgs)}
-          for key, pkgs in halves.items()}
+  return {key: {'name': 'byte_lm', 'data_paths': ','.join(os.path.join(root, p) for p in paths)}
+          for key, paths in corpora.items()}
+
+
+def stdlib_halves(variant: str = '') -> dict[str, dict]:
+  """Two halves of the standard library's code (STDLIB_HALVES; tiny: two small packages)."""
+  return stdlib_task_fields(TINY_STDLIB_HALVES if variant == 'tiny' else STDLIB_HALVES)
+
+
+def stdlib_code_then_codecs(variant: str = '') -> dict[str, dict]:
+  """Code, then the codec tables of `encodings` (CODE_THEN_CODECS; tiny: a few files)."""
+  return stdlib_task_fields(TINY_CODE_THEN_CODECS if variant == 'tiny' else CODE_THEN_CODECS)
