@@ -2,19 +2,20 @@
 associative recall): ACC / BWT / FWT / forgetting per strategy, mean and spread over seeds.
 
   python benchmarks/continual_table.py --out benchmarks/results/continual_table.json
-  python benchmarks/continual_table.py --config=configs/cl_lm_corpora.py --out benchmarks/results/continual_lm.json
+  python benchmarks/continual_table.py --config=configs/cl_lm_corpora.py \
+      --out benchmarks/results/continual_lm.json --jobs 2
   python benchmarks/continual_table.py --out /tmp/cl.json --strategies naive,replay --seeds 0 --quick
   python benchmarks/continual_table.py --out /tmp/cl.json --jobs 12   # one process per run
 
 Each run is --config (default `configs/cl_ntm_tasks.py`) with
-`--config.continual.strategy=S --config.seed=K` (the config's defaults otherwise), trained by `train.py` in its own
-workdir under --workdir (kept, so a rerun resumes instead of starting over; the
-snapshots are there for eval.py --snapshot). Runs are separate processes, `--jobs` at a
-time, each pinned to one core with taskset when --jobs > 1 (so runs do not compete
-for each other's cores). The JSON holds
-every run's continual.json and, per strategy, the mean and the standard deviation over
-seeds; the same table is printed as Markdown. `--quick` uses the tiny variant (a smoke
-test of the script, not a result).
+`--config.continual.strategy=S --config.seed=K` (the config's defaults otherwise), trained
+by `train.py` in its own workdir under --workdir (kept, so a rerun resumes instead of
+starting over; the snapshots are there for eval.py --snapshot). Runs are separate
+processes, `--jobs` at a time, each pinned to one core with taskset when --jobs > 1 (so
+runs do not compete for each other's cores), seed by seed. The JSON holds every run's
+continual.json and, per strategy, the mean and the standard deviation over seeds; the same
+table is printed as Markdown. `--quick` uses the tiny variant (a smoke test of the script,
+not a result).
 """
 
 from __future__ import annotations
@@ -97,7 +98,8 @@ def main():
   cores = sorted(os.sched_getaffinity(0))
   pin = args.jobs > 1 and shutil.which('taskset') is not None
   slot = 0
-  pending = [(s, k) for k in seeds for s in strategies]  # seed by seed: a cut-short sweep keeps whole seeds
+  # Seed by seed, so a sweep cut short still holds every strategy of the seeds it finished.
+  pending = [(s, k) for k in seeds for s in strategies]
   running, runs, started = {}, [], time.time()
   # A bar over finished runs (on a terminal only); each finished run advances it by one.
   finished = iter(progress_log.bar(range(len(pending)), len(pending), 'runs'))
