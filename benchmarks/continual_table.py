@@ -91,7 +91,9 @@ def main():
   if unknown:
     parser.error(f'unknown strategies {unknown}; known: {list(STRATEGIES)}')
   seeds = [int(s) for s in args.seeds.split(',') if s]
-  if not (REPO / args.config).is_file() and not Path(args.config).is_file():
+  # The runs start in the repository root: a path given from elsewhere is made absolute.
+  config = Path(args.config) if Path(args.config).is_file() else REPO / args.config
+  if not config.is_file():
     parser.error(f'--config: no file {args.config}')
   root = Path(args.workdir).absolute()
   env = dict(os.environ)
@@ -111,7 +113,7 @@ def main():
       log = (root / f'{strategy}_seed{seed}.log')
       log.parent.mkdir(parents=True, exist_ok=True)
       extra = [f'--config.{s}' if not s.startswith('--') else s for s in args.set]
-      argv = command(strategy, seed, workdir, args.quick, extra, args.config)
+      argv = command(strategy, seed, workdir, args.quick, extra, str(config.resolve()))
       if pin:  # one core per run: the runs themselves are the parallelism
         argv = ['taskset', '-c', str(cores[slot % len(cores)])] + argv
         slot += 1
