@@ -44,13 +44,28 @@ def has_config(model: str, task: str) -> bool:
   return (Path(__file__).resolve().parents[1] / 'configs' / f'{model}_{task}.py').exists()
 
 
-def ngram_threshold(config) -> float:
-  """1.1 × the exact Bayes-optimal cost on the same held-out sequences the loop evaluates."""
+def held_out(config):
+  """(task, the held-out batch the training loop evaluates on), as numpy arrays."""
   import jax
   from memflax.train import Trainer
   trainer = Trainer(config)
   batch = trainer.task.make_batch(trainer.eval_key, config.eval.num_sequences)
-  return 1.1 * float(trainer.task.bayes_optimal_cost(jax.device_get(batch)))
+  return trainer.task, jax.device_get(batch)
+
+
+def ngram_threshold(config) -> float:
+  """1.1 × the exact Bayes-optimal cost on the same held-out sequences the loop evaluates."""
+  task, batch = held_out(config)
+  return 1.1 * float(task.bayes_optimal_cost(batch))
+
+
+def bucket_sort_floor(config) -> float | None:
+  """Priority sort: the bit errors per sequence of an ideal bucket sort into the model's
+  memory_size slots, on the same held-out sequences (None for a model without slots)."""
+  if 'memory_size' not in config.model:
+    return None
+  task, batch = held_out(config)
+  return task.bucket_sort_bit_errors(batch, config.model.memory_size)
 
 
 def run(model: str, task: str, seed: int, quick: bool) -> dict:
@@ -60,6 +75,7 @@ def run(model: str, task: str, seed: int, quick: bool) -> dict:
   if threshold is None:
     threshold = ngram_threshold(config)
   better = tasks_lib.build(config.task).higher_is_better
+  floor = bucket_sort_floor(config) if task == 'priority_sort' else None
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
     train_and_evaluate(config, workdir)
@@ -70,7 +86,7 @@ def run(model: str, task: str, seed: int, quick: bool) -> dict:
   return dict(model=model, task=task, seed=seed, metric=metric, threshold=threshold,
               sequences_to_threshold=met[0] if met else None, final=curve[-1][1],
               train_sequences=config.num_train_steps * config.batch_size, wall_s=wall,
-              curve=curve)
+              curve=curve, **({} if floor is None else dict(bucket_sort_floor=floor)))
 
 
 def plot(rows: list[dict], path: Path) -> None:

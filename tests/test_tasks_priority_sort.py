@@ -70,3 +70,38 @@ def test_jit_compiles_once():
 
 def test_loss_and_bit_errors_match_numpy():
   assert_bce_scoring(TASK, TASK.make_batch(jax.random.PRNGKey(1), 16))
+
+
+def _hand_batch():
+  # Three 2-bit vectors; priorities 0.9 and 0.8 are close, -0.5 is far below.
+  bits = np.array([[[1, 0], [0, 0], [1, 1]]], np.float32)
+  priorities = np.array([[0.9, 0.8, -0.5]], np.float32)
+  inputs = np.zeros((1, 6, 4), np.float32)
+  inputs[0, :3, :2], inputs[0, :3, 2], inputs[0, 3, 3] = bits[0], priorities[0], 1.0
+  return dict(inputs=inputs, priorities=priorities, order=np.array([[0, 1]]))
+
+
+@pytest.mark.parametrize('num_slots, expected', [
+    (16, 0.0),  # slots 15, 14, 4: nothing shared, a perfect reader makes no error
+    (2, 1.0),   # slots 1, 1, 0: vectors 0 and 1 superimposed as [½, 0]: half an error each
+    (1, 1.0),   # one slot holds all three, mean [⅔, ⅓]: right for vector 0, bit 0 wrong for 1
+])
+def test_bucket_sort_errors_on_a_hand_worked_example(num_slots, expected):
+  task = Task(num_bits=2, num_inputs=3, num_outputs=2)
+  assert task.bucket_sort_bit_errors(_hand_batch(), num_slots) == expected
+
+
+def test_bucket_sort_errors_match_a_loop_and_fall_with_the_memory_size():
+  batch = jax.device_get(TASK.make_batch(jax.random.PRNGKey(5), 50))
+  p, order = batch['priorities'], batch['order']
+  bits = batch['inputs'][:, :20, :8]
+  total = 0.0
+  for b in range(50):
+    slot = [min(int((p[b, i] + 1) / 2 * 128), 127) for i in range(20)]
+    for i in order[b]:
+      mean = np.mean([bits[b, j] for j in range(20) if slot[j] == slot[i]], axis=0)
+      total += sum(0.5 if m == 0.5 else float((m > 0.5) != bits[b, i, k])
+                   for k, m in enumerate(mean))
+  assert TASK.bucket_sort_bit_errors(batch, 128) == pytest.approx(total / 50)
+  floors = [TASK.bucket_sort_bit_errors(batch, n) for n in (16, 128, 1024, 2**20)]
+  assert floors[0] > floors[1] > floors[2] > floors[3] and floors[3] < 0.1

@@ -22,6 +22,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from memflax.tasks._bits import bce_and_bit_errors
 
@@ -95,6 +96,33 @@ class Task:
     """
     del batch
     return None
+
+  def bucket_sort_bit_errors(self, batch: dict, num_slots: int) -> float:
+    """Expected bit errors per sequence of an ideal bucket sort into `num_slots` slots.
+
+    The NTM paper reads the learned priority-sort program as one: each vector is written
+    to the slot its priority selects, then the slots are read in order. With a finite
+    memory two vectors whose priorities fall into the same slot are superimposed. This
+    scores the best such a program can do, to say how much of a trained NTM's error its
+    memory size explains: vector i goes to slot ⌊(p_i + 1)/2 · num_slots⌋; each output
+    reads the slot of its target vector and answers each bit with the mean of the
+    vectors stored there (a perfect reader, which even reads a shared slot once per
+    vector in it); a mean of exactly ½ counts half an error (a coin flip).
+
+    batch: `make_batch`'s arrays (`inputs` [B, T, num_bits+2], `priorities` [B, N],
+    `order` [B, M]), as numpy or jax arrays.
+    """
+    priorities = np.asarray(batch['priorities'], np.float64)
+    order = np.asarray(batch['order'])
+    n = priorities.shape[1]
+    bits = np.asarray(batch['inputs'])[:, :n, :self.num_bits]
+    slot = np.minimum(np.floor((priorities + 1) / 2 * num_slots), num_slots - 1)
+    shares = slot[:, :, None] == slot[:, None, :]                          # [B, N, N]
+    stored = shares @ bits / shares.sum(-1, keepdims=True)                 # [B, N, bits]
+    read = np.take_along_axis(stored, order[..., None], axis=1)            # [B, M, bits]
+    target = np.take_along_axis(bits, order[..., None], axis=1)
+    answer = np.where(read == 0.5, 0.5, (read > 0.5).astype(np.float64))
+    return float(np.abs(answer - target).sum((1, 2)).mean())
 
 
 def _check_counts(n: int, m: int, prefix: str) -> None:
