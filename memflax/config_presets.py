@@ -194,7 +194,9 @@ PAIRS = {
                                  harness=dict(num_train_steps=15_000)),
     # Priority sort needs slots it can tell apart to write by priority: with a constant
     # (or Frobenius-normalised) memory the NTM sat at ~47 bit errors/seq (8 heads too); a
-    # learned initial memory reached 11.9 after 20,000 steps, a fixed random one 27.4.
+    # learned initial memory reached 11.9 after 20,000 steps, a fixed random one 27.4. Seeds
+    # 0/1/2 end at 12.1/12.4/20.7; even an ideal bucket sort into these 128 slots makes ~4.5
+    # (Task.bucket_sort_bit_errors), so < 1 needs a larger memory (README, "Task table").
     ('ntm', 'priority_sort'): dict(model=dict(frobenius_norm=False, memory_init='learned'),
                                    harness=dict(num_train_steps=20_000)),
     # N-grams counts transitions per 5-bit context in slots it must tell apart, and the
