@@ -209,8 +209,8 @@ PAIRS = {
     # Repeat copy (up to 112 time steps) and N-grams (200) cost the 3 × 256 LSTM and the DNC
     # 3–5× a copy step: their defaults (5,000 and 2,000 steps) would take 40 minutes to 2 h on
     # one core of this CPU. These budgets keep a task-table run under its 30 minutes.
-    ('lstm', 'repeat_copy'): dict(harness=dict(num_train_steps=2_000)),
-    ('lstm', 'ngrams'): dict(harness=dict(num_train_steps=1_200, eval_every_steps=100)),
+    ('lstm', 'repeat_copy'): dict(harness=dict(num_train_steps=3_000)),
+    ('lstm', 'ngrams'): dict(harness=dict(num_train_steps=1_800, eval_every_steps=100)),
     ('dnc', 'repeat_copy'): dict(harness=dict(num_train_steps=1_400, eval_every_steps=100)),
     ('dnc', 'ngrams'): dict(harness=dict(num_train_steps=800, eval_every_steps=100)),
 }

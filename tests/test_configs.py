@@ -75,7 +75,7 @@ def test_pair_presets_apply_to_their_pair_only_and_yield_to_overrides():
   assert copy.model.frobenius_norm and copy.learning_rate == 3e-3 and copy.length_buckets == 3
   assert compose('lstm', 'associative_recall').learning_rate == 1e-3
   # The LSTM's long-sequence tasks get budgets that fit the task table's 30 minutes.
-  assert compose('lstm', 'repeat_copy').num_train_steps == 2_000
+  assert compose('lstm', 'repeat_copy').num_train_steps == 3_000
   assert compose('lstm', 'copy').num_train_steps == 5_000
   # What the caller passes wins over the pair's settings.
   mine = compose('ntm', 'associative_recall', model_fields=dict(frobenius_norm=True),
