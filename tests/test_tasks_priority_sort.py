@@ -97,7 +97,7 @@ def test_bucket_sort_errors_match_a_loop_and_fall_with_the_memory_size():
   bits = batch['inputs'][:, :20, :8]
   total = 0.0
   for b in range(50):
-    slot = [min(int((p[b, i] + 1) / 2 * 128), 127) for i in range(20)]
+    slot = [min(int((float(p[b, i]) + 1) / 2 * 128), 127) for i in range(20)]
     for i in order[b]:
       mean = np.mean([bits[b, j] for j in range(20) if slot[j] == slot[i]], axis=0)
       total += sum(0.5 if m == 0.5 else float((m > 0.5) != bits[b, i, k])
