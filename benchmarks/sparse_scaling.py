@@ -9,7 +9,8 @@ steps, memory words of 32, for N = 128 … 65,536 slots:
           keeps the step's N×W memories for the backward pass)
   sparse  memflax.models.sam with K = 8 rows per read and its sparse backward pass
           (memflax.nn.sam.run: per step only the J = K + 1 overwritten rows and the K rows
-          read are kept, never a memory); --modes can add sparse_revert (keeps only the
+          read are kept, never a memory; on a CPU the similarity scan goes 1,024 rows
+          at a time, so no [B,N] score array exists); --modes can add sparse_revert (keeps only the
           overwritten rows and reverts them going backwards) and sparse_autodiff
 Each (N, mode) runs in a fresh subprocess, so compile time, peak RSS and the device's
 peak memory belong to that configuration alone. Rows:
@@ -120,6 +121,8 @@ def measure_one(mode: str, n: int, steps: int, repeats: int, max_bytes: int) -> 
              top_k=TOP_K if mode != 'dense' else None, controller=CONTROLLER,
              memory_state_bytes=BATCH * n * WIDTH * 4, device=device.device_kind,
              platform=device.platform, model='ntm' if mode == 'dense' else 'sam')
+  if mode != 'dense':
+    row['scan_block'] = build(mode, n).sizes().scan_block  # 0: similarities in one pass
   rss_before = _rss()
   compiled, mem, compile_s = compiled_bytes(mode, n, steps)
   row.update(mem, compile_s=round(compile_s, 3), rss_before_bytes=rss_before)

@@ -50,8 +50,10 @@ MODELS = {
                             pkm_key_dim=64, pkm_blocks=(1,), pkm_query_norm='layer'),
     # Sparse Access Memory (Rae et al. 2016): K rows per read, writes to the last read
     # rows or the least-used one; 'sparse' backprop keeps the touched rows per step,
-    # never T memories (memflax/nn/sam.py).
-    'sam': dict(**_NTM_CORE, top_k=4, controller_forget_bias=1.0, backprop='sparse'),
+    # never T memories (memflax/nn/sam.py). scan_block −1: the similarity scan goes in
+    # blocks of 1,024 rows on a CPU, so nothing but the memory and usage grows with N.
+    'sam': dict(**_NTM_CORE, top_k=4, controller_forget_bias=1.0, backprop='sparse',
+                scan_block=-1),
     # Delta-rule matrix memories (Yang et al. 2024, 2025) at the Transformer's widths, the
     # switches as in the papers (memflax/nn/fast_weight_layers.py).
     'deltanet': dict(**_DELTA_STACK, gated=False, output_gate=False),

@@ -78,17 +78,41 @@ def setup():
   return params, xs
 
 
-def test_forward_matches_dense_numpy_reference(setup):
+@pytest.mark.parametrize('scan_block', [0, 5])  # 5: blocks of 16 slots, the last overlapping
+def test_forward_matches_dense_numpy_reference(setup, scan_block):
   params, xs = setup
+  sizes = SIZES._replace(scan_block=scan_block)
   # From a zero memory every written row is a multiple of one add vector at first, so
   # cosines tie exactly and float rounding would pick the slots; random rows do not tie.
   memory0 = jax.random.normal(jax.random.PRNGKey(7), (B, SIZES.memory_size, SIZES.memory_width))
-  _, small, slots = sam.initial_state(SIZES, B)
-  ys, rec = jax.jit(sam.run, static_argnums=5)(params, xs, memory0, small, slots, SIZES)
+  _, small, slots = sam.initial_state(sizes, B)
+  ys, rec = jax.jit(sam.run, static_argnums=5)(params, xs, memory0, small, slots, sizes)
   np.testing.assert_allclose(ys, _np_sam(params, xs, SIZES, memory0), rtol=1e-4, atol=1e-5)
   # The write goes to the H·K slots read last step plus one least-used slot.
   assert rec['widx'].shape == (T, B, 2 * 3 + 1) and rec['ridx'].shape == (T, B, 2, 3)
   np.testing.assert_array_equal(rec['widx'][1:, :, :-1], rec['ridx'][:-1].reshape(T - 1, B, -1))
+
+
+@pytest.mark.parametrize('n, block, k', [(23, 4, 3), (23, 7, 5), (64, 16, 8), (10, 2, 4)])
+def test_blocked_similarity_scan_selects_what_one_pass_selects(n, block, k):
+  rng = np.random.default_rng(n * block + k)
+  memory = rng.standard_normal((3, n, 5)).astype(np.float32)
+  # Ties the blocks must break as one top_k does (lowest slot first): all-zero rows
+  # (score 0) across block boundaries, and copies of one row (equal scores).
+  memory[0, ::3] = 0.0
+  memory[1, 1::2] = memory[1, 0]
+  memory[2] = 0.0
+  queries = rng.standard_normal((3, 2, 5)).astype(np.float32)
+  got = sam.select_reads(jnp.asarray(memory), jnp.asarray(queries), k, block)
+  one_pass = sam.select_reads(jnp.asarray(memory), jnp.asarray(queries), k, 0)
+  np.testing.assert_array_equal(got, one_pass)
+  # Against numpy: a stable descending sort of q·M_j / ‖M_j‖ (scores in float32 as
+  # above, so rounding cannot reorder near-equal rows differently).
+  norms = np.sqrt(np.square(memory).sum(-1) + 1e-16)
+  scores = np.einsum('bhw,bnw->bhn', queries, memory) * (1 / norms)[:, None, :]
+  want = np.argsort(-scores, axis=-1, kind='stable')[..., :k]
+  np.testing.assert_array_equal(np.sort(got, -1), np.sort(want, -1))
+  np.testing.assert_array_equal(got[2], np.broadcast_to(np.arange(k), (2, k)))
 
 
 def test_write_erases_least_used_row_and_adds_even_when_it_was_also_read():
@@ -144,8 +168,8 @@ def test_sparse_backward_passes_equal_autodiff(setup, backprop):
   assert (dm > 0).any() and (dm == 0).any()
 
 
-def _grad_peak_bytes(backprop, n, steps):
-  sizes = SIZES._replace(memory_size=n, memory_width=32, num_read_heads=1, top_k=8)
+def _grad_peak_bytes(backprop, n, steps, sizes=None):
+  sizes = sizes or SIZES._replace(memory_size=n, memory_width=32, num_read_heads=1, top_k=8)
   params = sam.init_params(jax.random.PRNGKey(0), sizes, D, O)
   xs = jnp.zeros((steps, 2, D))
 
@@ -170,6 +194,23 @@ def test_backward_memory_does_not_grow_with_steps_times_slots(backprop, memories
   # 'sparse' needs one N×W buffer at a time (the memory, then its cotangent), 'revert'
   # both at once; the rest (usage, similarities, parameters) is a fraction of one.
   assert memories * state < short < (memories + 0.5) * state, (short, state)
+
+
+def _beyond_memory_bytes(n, scan_block):
+  sizes = SIZES._replace(memory_size=n, memory_width=32, num_read_heads=1, top_k=8,
+                         scan_block=scan_block)
+  return _grad_peak_bytes('sparse', n, 16, sizes) - 2 * n * 32 * 4
+
+
+def test_blocked_similarity_scan_leaves_only_usage_growing_with_slots():
+  # Per extra slot and sequence (batch 2): the int32 usage stamp (4 B) always; one pass
+  # adds its [B,H,N] scores and [B,N] row norms (about 8 B more), a scan in blocks of
+  # 1,024 rows only its per-block top 8 (8·8/1,024 B).
+  small, large = 8192, 65536
+  per_slot = {block: (_beyond_memory_bytes(large, block) - _beyond_memory_bytes(small, block))
+              / (2 * (large - small)) for block in (0, 1024)}
+  assert per_slot[1024] < 4.5, per_slot
+  assert per_slot[0] > 7.5, per_slot
 
 
 def test_model_interface_traces_and_config():

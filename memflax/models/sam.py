@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from memflax.nn import sam
 
 BACKPROPS = ('sparse', 'revert', 'autodiff')
+CPU_SCAN_BLOCK = 1024  # N <= this scores in one pass, as with scan_block=0
 
 
 class Model(nn.Module):
@@ -31,7 +32,8 @@ class Model(nn.Module):
   'read_slots'/'read_slot_weights' [B,T,H,K] and 'write_slots'/'write_slot_weights'
   [B,T,H·K+1] (the slot indices each head touched and its weights on them).
 
-  memory_size N, memory_width W, num_read_heads H, top_k K: rows per read head.
+  memory_size N, memory_width W, num_read_heads H, top_k K: rows per read head,
+  scan_block: rows of the similarity scan at a time (see below).
   """
 
   output_size: int
@@ -43,10 +45,18 @@ class Model(nn.Module):
   controller_clip: float = 20.0
   controller_forget_bias: float = 1.0
   backprop: str = 'sparse'
+  # Rows the similarity scan scores at a time (memflax.nn.sam.select_reads): 0 all at
+  # once, > 0 in blocks so no [B,N] temporary exists, −1 picks: blocks of
+  # CPU_SCAN_BLOCK on a CPU (memory there is host RAM), all at once on an accelerator
+  # (where each block would be a kernel launch per time step).
+  scan_block: int = -1
 
   def sizes(self) -> sam.Sizes:
+    block = self.scan_block
+    if block < 0:
+      block = CPU_SCAN_BLOCK if jax.default_backend() == 'cpu' else 0
     return sam.Sizes(self.memory_size, self.memory_width, self.num_read_heads, self.top_k,
-                     self.controller_size, self.controller_clip)
+                     self.controller_size, self.controller_clip, block)
 
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool = False):
