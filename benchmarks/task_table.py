@@ -3,12 +3,16 @@ threshold is first met, and the final error.
 
   python benchmarks/task_table.py --out benchmarks/results/task_table.json
   python benchmarks/task_table.py --out /tmp/t.json --models ntm --tasks copy --seeds 0 --quick
+  python benchmarks/task_table.py --merge a.json,b.json --out merged.json   # no training
 
 Each run is `configs/<model>_<task>.py` with `--config.seed=S`, trained through the one
 training loop (train_and_evaluate) in a temporary workdir; the held-out evaluation every
 `eval_every_steps` gives the learning curve. Rows are written as each run finishes, so a
 long sweep keeps what it has; a learning-curve PNG per task is drawn next to the JSON.
 `--quick` uses the tiny variants (a smoke test of the script, not a result).
+`--merge` joins the rows of runs made apart (say one seed per core; a later file's row
+replaces an earlier one for the same model, task and seed), redraws the plots and prints
+one Markdown table per model, as in the README.
 """
 
 from __future__ import annotations
@@ -97,16 +101,75 @@ def plot(rows: list[dict], path: Path) -> None:
                     xlabel='training sequences', ylabel=THRESHOLDS[task][0], title=task)
 
 
+def merge(paths: list[Path]) -> list[dict]:
+  """Rows of several JSON files, one per (model, task, seed), the last file's winning;
+  ordered by model, then task as in TASKS, then seed."""
+  rows = {}
+  for path in paths:
+    for row in json.loads(Path(path).read_text()):
+      rows[row['model'], row['task'], row['seed']] = row
+  order = lambda key: (key[0], TASKS.index(key[1]), key[2])
+  return [rows[key] for key in sorted(rows, key=order)]
+
+
+def _number(value: float) -> str:
+  return f'{value:.1f}' if abs(value) >= 100 else f'{value:.3g}'
+
+
+def _minutes(seconds: float) -> str:
+  return f'{int(seconds // 60)}:{int(seconds % 60):02d}'
+
+
+def _target(task: str, rows: list[dict]) -> str:
+  metric, threshold = THRESHOLDS[task]
+  if threshold is None:  # N-grams: 1.1 × the optimum of the held-out sequences
+    return f'≤ 1.1 × optimum {_number(rows[0]["threshold"] / 1.1)}'
+  return f'accuracy ≥ {threshold:g}' if task == 'mqar' else f'< {threshold:g}'
+
+
+def markdown_tables(rows: list[dict], seeds=(0, 1, 2)) -> str:
+  """One table per model: task (target) | budget | sequences to threshold per seed |
+  final per seed | wall per run ('—' threshold not met, '·' seed not run)."""
+  out = []
+  for model in dict.fromkeys(r['model'] for r in rows):
+    out += [f'{model}:', '',
+            '| task (target) | budget | sequences to threshold, seeds '
+            + '/'.join(map(str, seeds)) + ' | final, seeds ' + '/'.join(map(str, seeds))
+            + ' | wall per run |', '|---|---|---|---|---|']
+    mine = [r for r in rows if r['model'] == model]
+    for task in [t for t in TASKS if any(r['task'] == t for r in mine)]:
+      by_seed = {r['seed']: r for r in mine if r['task'] == task}
+      reached = ' / '.join('·' if s not in by_seed else
+                           '—' if by_seed[s]['sequences_to_threshold'] is None else
+                           f"{by_seed[s]['sequences_to_threshold']:,}" for s in seeds)
+      final = ' / '.join(_number(by_seed[s]['final']) if s in by_seed else '·' for s in seeds)
+      walls = sorted(r['wall_s'] for r in by_seed.values())
+      wall = _minutes(walls[0]) + ('' if len(walls) == 1 else f'–{_minutes(walls[-1])}')
+      budget = f"{max(r['train_sequences'] for r in by_seed.values()):,} seq"
+      name = {'ngrams': 'N-grams', 'mqar': 'MQAR'}.get(task, task.replace('_', ' '))
+      out.append(f'| {name} ({_target(task, list(by_seed.values()))}) '
+                 f'| {budget} | {reached} | {final} | {wall} |')
+    out.append('')
+  return '\n'.join(out)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--models', default=','.join(MODELS))
   parser.add_argument('--tasks', default=','.join(TASKS))
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--quick', action='store_true', help='tiny variants: a smoke test')
+  parser.add_argument('--merge', help='comma-separated row JSONs to join into --out')
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
+  if args.merge:
+    rows = merge([Path(p) for p in args.merge.split(',')])
+    out.write_text(json.dumps(rows, indent=2) + '\n')
+    plot(rows, out)
+    print(markdown_tables(rows))
+    return
   rows = []
   jobs = [(task, model, int(seed)) for task in args.tasks.split(',')
           for model in args.models.split(',') if has_config(model, task)
