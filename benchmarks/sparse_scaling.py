@@ -9,9 +9,10 @@ steps, memory words of 32, for N = 128 … 65,536 slots:
           keeps the step's N×W memories for the backward pass)
   sparse  memflax.models.sam with K = 8 rows per read and its sparse backward pass
           (memflax.nn.sam.run: per step only the J = K + 1 overwritten rows and the K rows
-          read are kept, never a memory; on a CPU the similarity scan goes 1,024 rows
-          at a time, so no [B,N] score array exists); --modes can add sparse_revert (keeps only the
-          overwritten rows and reverts them going backwards) and sparse_autodiff
+          read are kept, never a memory; on a CPU beyond N = 16,384 the similarity
+          scan goes 1,024 rows at a time, so no [B,N] score array exists); --modes can
+          add sparse_revert (keeps only the overwritten rows and reverts them going
+          backwards) and sparse_autodiff
 Each (N, mode) runs in a fresh subprocess, so compile time, peak RSS and the device's
 peak memory belong to that configuration alone. Rows:
   {"N", "mode", "step_ms" (median of --repeats timed steps), "step_ms_all", "compile_s",

@@ -50,8 +50,8 @@ MODELS = {
                             pkm_key_dim=64, pkm_blocks=(1,), pkm_query_norm='layer'),
     # Sparse Access Memory (Rae et al. 2016): K rows per read, writes to the last read
     # rows or the least-used one; 'sparse' backprop keeps the touched rows per step,
-    # never T memories (memflax/nn/sam.py). scan_block −1: the similarity scan goes in
-    # blocks of 1,024 rows on a CPU, so nothing but the memory and usage grows with N.
+    # never T memories (memflax/nn/sam.py). scan_block −1: beyond 16,384 slots on a CPU
+    # the similarity scan goes 1,024 rows at a time, so only memory and usage grow with N.
     'sam': dict(**_NTM_CORE, top_k=4, controller_forget_bias=1.0, backprop='sparse',
                 scan_block=-1),
     # Delta-rule matrix memories (Yang et al. 2024, 2025) at the Transformer's widths, the
@@ -62,7 +62,7 @@ MODELS = {
     # memory written by momentum SGD at test time, 16-token chunks (memflax/nn/titans.py).
     'titans': dict(d_model=64, num_heads=4, num_layers=2, d_ff=128, memory_depth=2,
                    memory_hidden=32, chunk_size=16, conv_size=4, memory_residual=True,
-                   normalize_keys=True, max_inner_lr=0.1),
+                   normalize_keys=True, max_inner_lr=0.1, max_inner_grad_norm=0.0),
     # Differentiable neural dictionary (Pritzel et al. 2017) written every step within a
     # sequence: 8 nearest keys, δ = 1e-3 as in NEC; capacity 0 = the causal parallel form
     # (memflax/nn/dnd.py, memflax/models/dnd.py).

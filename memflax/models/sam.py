@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from memflax.nn import sam
 
 BACKPROPS = ('sparse', 'revert', 'autodiff')
-CPU_SCAN_BLOCK = 1024  # N <= this scores in one pass, as with scan_block=0
+CPU_SCAN_BLOCK, CPU_SCAN_FROM = 1024, 16384  # see Model.scan_block
 
 
 class Model(nn.Module):
@@ -46,15 +46,17 @@ class Model(nn.Module):
   controller_forget_bias: float = 1.0
   backprop: str = 'sparse'
   # Rows the similarity scan scores at a time (memflax.nn.sam.select_reads): 0 all at
-  # once, > 0 in blocks so no [B,N] temporary exists, −1 picks: blocks of
-  # CPU_SCAN_BLOCK on a CPU (memory there is host RAM), all at once on an accelerator
-  # (where each block would be a kernel launch per time step).
+  # once, > 0 in blocks so no [B,N] temporary exists, −1 picks: on a CPU blocks of
+  # CPU_SCAN_BLOCK once N > CPU_SCAN_FROM (below that the one-pass temporaries are
+  # smaller than a block's copy of the memory, and faster); all at once on an
+  # accelerator (where each block would be a kernel launch per time step).
   scan_block: int = -1
 
   def sizes(self) -> sam.Sizes:
     block = self.scan_block
     if block < 0:
-      block = CPU_SCAN_BLOCK if jax.default_backend() == 'cpu' else 0
+      blocks = jax.default_backend() == 'cpu' and self.memory_size > CPU_SCAN_FROM
+      block = CPU_SCAN_BLOCK if blocks else 0
     return sam.Sizes(self.memory_size, self.memory_width, self.num_read_heads, self.top_k,
                      self.controller_size, self.controller_clip, block)
 
