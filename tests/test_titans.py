@@ -42,8 +42,9 @@ def _np_grad(weights, k, v, residual):
   return y, grads
 
 
-def _np_memorize(weights, momentum, q, k, v, lr, eta, alpha, chunk, residual):
-  """The recurrence token by token; every gradient of a chunk at the chunk-start weights."""
+def _np_memorize(weights, momentum, q, k, v, lr, eta, alpha, chunk, residual, max_norm=0.0):
+  """The recurrence token by token; every gradient of a chunk at the chunk-start weights,
+  scaled to a norm (over all layers) of at most max_norm when that is > 0."""
   m = [w.astype(np.float64) for w in weights]
   s = [x.astype(np.float64) for x in momentum]
   reads = []
@@ -51,6 +52,9 @@ def _np_memorize(weights, momentum, q, k, v, lr, eta, alpha, chunk, residual):
     at = [w.copy() for w in m]
     for t in range(start, min(start + chunk, len(k))):
       g = _np_grad(at, k[t], v[t], residual)[1]
+      norm = np.sqrt(sum(np.sum(gi ** 2) for gi in g))
+      if max_norm > 0 and norm > max_norm:
+        g = [gi * (max_norm / norm) for gi in g]
       s = [eta[t] * si - lr[t] * gi for si, gi in zip(s, g)]
       m = [(1.0 - alpha[t]) * mi + si for mi, si in zip(m, s)]
       reads.append(_np_grad(m, q[t], q[t], residual)[0])
@@ -69,10 +73,10 @@ def _problem(length, width=4, depth=2, hidden=5, seed=0):
   return weights, momentum, seq, [g.astype(np.float32) for g in gates]
 
 
-def _jax_memorize(weights, momentum, seq, gates, chunk, residual):
+def _jax_memorize(weights, momentum, seq, gates, chunk, residual, max_norm=0.0):
   reads, (m, s) = titans.memorize(tuple(map(jnp.asarray, weights)),
                                   tuple(map(jnp.asarray, momentum)), *seq, *gates,
-                                  chunk_size=chunk, residual=residual)
+                                  chunk_size=chunk, residual=residual, max_grad_norm=max_norm)
   return np.asarray(reads), [np.asarray(x) for x in m], [np.asarray(x) for x in s]
 
 
@@ -132,6 +136,24 @@ def test_chunks_take_gradients_at_chunk_start_weights(chunk):
   # The final state is the last real token's: padded tokens change nothing.
   for g, w in zip(got[1] + got[2], want[1] + want[2]):
     np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('chunk', [1, 3])
+def test_clipped_inner_gradients_match_numpy_loop(chunk):
+  weights, momentum, seq, gates = _problem(7, depth=2)
+  # A bound between the tokens' gradient norms: some tokens are clipped, some are not.
+  norms = [np.sqrt(sum(np.sum(g ** 2) for g in _np_grad(weights, k, v, True)[1]))
+           for k, v in zip(seq[1], seq[2])]
+  bound = float(np.median(norms))
+  want = _np_memorize(weights, momentum, *seq, *gates, chunk=chunk, residual=True,
+                      max_norm=bound)
+  got = _jax_memorize(weights, momentum, seq, gates, chunk=chunk, residual=True,
+                      max_norm=bound)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-4, atol=1e-5)
+  for g, w in zip(got[1] + got[2], want[1] + want[2]):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5)
+  unclipped = _jax_memorize(weights, momentum, seq, gates, chunk=chunk, residual=True)
+  assert np.abs(unclipped[0] - got[0]).max() > 1e-3
 
 
 def test_chunking_changes_the_result():

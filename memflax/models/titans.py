@@ -57,7 +57,8 @@ class Model(nn.Module):
   memory_hidden: its hidden width; chunk_size: tokens whose gradients share the
   chunk-start weights; conv_size: taps of the causal convolution on q, k, v;
   memory_residual: M(x) = x + MLP(x); normalize_keys: L2-normalised q and k;
-  max_inner_lr: the largest inner learning rate θ_t.
+  max_inner_lr: the largest inner learning rate θ_t; max_inner_grad_norm: each token's
+  inner gradient is scaled down to at most this norm (0: not clipped).
   """
 
   output_size: int
@@ -72,6 +73,7 @@ class Model(nn.Module):
   memory_residual: bool = True
   normalize_keys: bool = True
   max_inner_lr: float = 0.1
+  max_inner_grad_norm: float = 0.0
 
   def setup(self):
     if self.chunk_size < 1 or self.conv_size < 1 or self.memory_depth < 1:
@@ -81,7 +83,8 @@ class Model(nn.Module):
     self.blocks = [
         Block(NeuralMemory(self.d_model, self.num_heads, self.memory_depth, self.memory_hidden,
                            self.chunk_size, self.conv_size, self.memory_residual,
-                           self.normalize_keys, self.max_inner_lr, parent=None),
+                           self.normalize_keys, self.max_inner_lr,
+                           self.max_inner_grad_norm, parent=None),
               self.d_ff, name=f'layer_{i}')
         for i in range(self.num_layers)]
     self.final_norm = nn.LayerNorm()

@@ -121,7 +121,20 @@ def products(x: Array) -> Array:
   return jnp.where(s[..., 0] <= i[..., 0] + 1, jnp.exp(total), 0.0)
 
 
-def chunk_update(state: tuple[Weights, Weights], chunk: dict, residual: bool):
+def clip_factor(deltas: Weights, inputs: Weights, max_norm: float) -> Array:
+  """Per token, min(1, max_norm / ‖∇ℓ_t‖) over all layers, the norm from the factors:
+  ‖δ aᵀ‖_F = ‖δ‖ ‖a‖, so no gradient matrix is formed. deltas/inputs per layer [C, ·]
+  -> [C] (all ones when max_norm <= 0: no clipping)."""
+  if max_norm <= 0:
+    return jnp.ones(deltas[0].shape[0], deltas[0].dtype)
+  squared = sum(jnp.sum(jnp.square(d), -1) * jnp.sum(jnp.square(a), -1)
+                for d, a in zip(deltas, inputs))
+  norm = jnp.sqrt(squared + jnp.finfo(squared.dtype).tiny)
+  return jnp.minimum(1.0, max_norm / norm)
+
+
+def chunk_update(state: tuple[Weights, Weights], chunk: dict, residual: bool,
+                 max_grad_norm: float = 0.0):
   """One chunk for one head: state (M, S) at the chunk start; chunk: queries, keys, values
   [C, d], lr, eta, alpha, valid [C] -> ((M, S) after the chunk, reads y [C, d]).
 
@@ -139,11 +152,13 @@ def chunk_update(state: tuple[Weights, Weights], chunk: dict, residual: bool):
   W_{l,t} h_t = Q^γ[t, 0] W_l h_t + c_t S_l h_t − Σ_j A[t, j] θ_j (a_{j,l−1}ᵀ h_t) δ_{j,l}
 
   (a linear-attention-like [C, C] product); only the chunk's final (M, S) is formed.
+  max_grad_norm > 0 scales each token's ∇ℓ_j down to at most that norm (`clip_factor`).
   """
   weights, momentum = state
   valid = chunk['valid']
   deltas, inputs = token_factors(weights, chunk['keys'], chunk['values'], residual)
-  step = -jnp.where(valid, chunk['lr'], 0.0)  # −θ_j
+  clip = clip_factor(deltas, inputs, max_grad_norm)
+  step = -jnp.where(valid, chunk['lr'] * clip, 0.0)  # −θ_j (times the clip factor)
   eta = products(jnp.where(valid, chunk['eta'], 1.0))
   keep = products(jnp.where(valid, 1.0 - chunk['alpha'], 1.0))
   added = keep[:, 1:] * valid.astype(keep.dtype)
@@ -168,7 +183,8 @@ def chunk_update(state: tuple[Weights, Weights], chunk: dict, residual: bool):
 
 
 def memorize(weights: Weights, momentum: Weights, queries: Array, keys: Array, values: Array,
-             lr: Array, eta: Array, alpha: Array, chunk_size: int, residual: bool):
+             lr: Array, eta: Array, alpha: Array, chunk_size: int, residual: bool,
+             max_grad_norm: float = 0.0):
   """The memory over a whole sequence, one head.
 
   weights, momentum: (M, S) before the first token, matrices [out, in]; queries, keys,
@@ -185,7 +201,7 @@ def memorize(weights: Weights, momentum: Weights, queries: Array, keys: Array, v
       x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
     return x.reshape(chunks, chunk_size, *x.shape[1:])
 
-  step = functools.partial(chunk_update, residual=residual)
+  step = functools.partial(chunk_update, residual=residual, max_grad_norm=max_grad_norm)
   state, reads = jax.lax.scan(step, (tuple(weights), tuple(momentum)),
                               jax.tree.map(split, sequence))
   return reads.reshape(-1, reads.shape[-1])[:length], state
@@ -217,6 +233,7 @@ class NeuralMemory(nn.Module):
   residual: bool = True
   normalize_keys: bool = True
   max_inner_lr: float = 0.1
+  max_inner_grad_norm: float = 0.0
 
   def setup(self):
     if self.width % self.num_heads:
@@ -261,7 +278,8 @@ class NeuralMemory(nn.Module):
              'momentum': jax.nn.sigmoid(self.momentum(x)),
              'forget': jax.nn.sigmoid(self.forget(x))}
     heads_first = lambda a: jnp.moveaxis(a, 2, 1)  # [B, T, H, ...] -> [B, H, T, ...]
-    run = functools.partial(memorize, chunk_size=chunk_size, residual=self.residual)
+    run = functools.partial(memorize, chunk_size=chunk_size, residual=self.residual,
+                            max_grad_norm=self.max_inner_grad_norm)
     run = jax.vmap(jax.vmap(run))  # over batch, then heads
     reads, (weights, momentum) = run(
         state['weights'], state['momentum'], heads_first(q), heads_first(k), heads_first(v),
