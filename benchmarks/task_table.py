@@ -113,7 +113,11 @@ def merge(paths: list[Path]) -> list[dict]:
 
 
 def _number(value: float) -> str:
-  return f'{value:.1f}' if abs(value) >= 100 else f'{value:.3g}'
+  if value == 0:
+    return '0'
+  if abs(value) >= 100:
+    return f'{value:.1f}'
+  return f'{value:#.3g}' if abs(value) >= 1 else f'{value:.3f}'
 
 
 def _minutes(seconds: float) -> str:

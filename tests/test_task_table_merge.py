@@ -32,11 +32,11 @@ def test_merge_keeps_one_row_per_run_the_last_file_winning(tmp_path):
 
 
 def test_markdown_table_marks_unmet_and_unrun_seeds():
-  rows = [_row('lstm', 'copy', 0, None, 1.63, 882), _row('lstm', 'copy', 2, 8000, 0.05, 1392),
+  rows = [_row('lstm', 'copy', 0, None, 1.6300001, 882), _row('lstm', 'copy', 2, 8000, 0.05, 1392),
           _row('lstm', 'ngrams', 0, 57600, 138.44, 1501, threshold=1.1 * 126.9)]
   lines = task_table.markdown_tables(rows).splitlines()
   assert lines[0] == 'lstm:'
-  assert lines[4] == '| copy (< 0.1) | 64,000 seq | — / · / 8,000 | 1.63 / · / 0.05 | 14:42–23:12 |'
+  assert lines[4] == '| copy (< 0.1) | 64,000 seq | — / · / 8,000 | 1.63 / · / 0.050 | 14:42–23:12 |'
   assert lines[5] == ('| N-grams (≤ 1.1 × optimum 126.9) | 64,000 seq | 57,600 / · / · '
                       '| 138.4 / · / · | 25:01 |')
 
