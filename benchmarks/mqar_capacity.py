@@ -47,27 +47,45 @@ def config_for(model: str, pairs: int, steps: int, seed: int):
   return config
 
 
-def train_once(config) -> dict:
+def train_once(config, per_query: bool = False) -> dict:
   """Trains `config` in a temporary workdir -> {'accuracy' (last eval), 'final_loss',
-  'wall_s'}; the values are None where the run logged none."""
+  'wall_s'} (+ 'per_query'); the values are None where the run logged none."""
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
     train_and_evaluate(config, workdir)
     wall = time.perf_counter() - start
     rows = MetricWriter(workdir).read()
+    extra = dict(per_query=per_query_accuracy(workdir)) if per_query else {}
   evals = [r['eval_accuracy'] for r in rows if 'eval_accuracy' in r]
   losses = [r['loss'] for r in rows if 'loss' in r]
   return dict(accuracy=evals[-1] if evals else None,
-              final_loss=losses[-1] if losses else None, wall_s=round(wall, 1))
+              final_loss=losses[-1] if losses else None, wall_s=round(wall, 1), **extra)
 
 
-def run(model: str, pairs: int, steps: int, seed: int) -> dict:
+def per_query_accuracy(workdir: str, num_sequences: int = 512) -> dict:
+  """Which queries the trained model answers, on fresh sequences: accuracy by the asked
+  pair's place in the prefix ('by_pair') and by the query's place among the queries
+  ('by_query_order'), each [K]. A model that looks keys up scores flat; one that learned
+  where pairs sit scores high only at some places."""
+  import jax
+  import numpy as np
+  from memflax import evaluate
+  trainer, params, _ = evaluate.restore(workdir)
+  batch = jax.device_get(trainer.task.make_batch(jax.random.PRNGKey(12345), num_sequences))
+  logits = trainer.apply_model(params, trainer.empty_memory(num_sequences), batch['inputs'])[0]
+  rows = np.arange(num_sequences)[:, None]
+  correct = np.asarray(logits).argmax(-1)[rows, batch['positions']] == batch['values']
+  in_order = np.take_along_axis(correct, np.argsort(batch['positions'], axis=1), axis=1)
+  return dict(by_pair=correct.mean(0).round(3).tolist(),
+              by_query_order=in_order.mean(0).round(3).tolist())
+
+
+def run(model: str, pairs: int, steps: int, seed: int, per_query: bool = False) -> dict:
   config = config_for(model, pairs, steps, seed)
-  result = train_once(config)
+  result = train_once(config, per_query)
   return dict(model=model, pairs=pairs, seq_length=config.task.seq_length,
               vocab_size=config.task.vocab_size, seed=seed, steps=steps,
-              batch_size=config.batch_size, accuracy=result['accuracy'],
-              final_loss=result['final_loss'], wall_s=result['wall_s'])
+              batch_size=config.batch_size, **result)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -86,6 +104,8 @@ def main():
   parser.add_argument('--pairs', default=','.join(map(str, PAIRS)))
   parser.add_argument('--steps', type=int, default=3000)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--per-query', action='store_true',
+                      help='also score each run query by query (which pairs it answers)')
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
   out = Path(args.out)
@@ -93,7 +113,7 @@ def main():
   rows = []
   jobs = [(m, int(k)) for k in args.pairs.split(',') for m in args.models.split(',')]
   for model, pairs in progress_log.bar(jobs, len(jobs), 'runs'):
-    row = run(model, pairs, args.steps, args.seed)
+    row = run(model, pairs, args.steps, args.seed, args.per_query)
     print(json.dumps(row), flush=True)
     rows.append(row)
     out.write_text(json.dumps(dict(command=' '.join(sys.argv), rows=rows), indent=1) + '\n')

@@ -1,0 +1,22 @@
+"""benchmarks/mqar_capacity.py --per-query: accuracy split by which pair was asked and by
+the query's place, from a real (short) training run."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'benchmarks'))
+import mqar_capacity  # noqa: E402
+
+
+def test_per_query_accuracy_splits_the_same_queries_two_ways():
+  row = mqar_capacity.run('transformer', 4, 30, 0, per_query=True)
+  by_pair, by_order = (np.array(row['per_query'][k]) for k in ('by_pair', 'by_query_order'))
+  assert by_pair.shape == by_order.shape == (4,)
+  assert ((0 <= by_pair) & (by_pair <= 1)).all()
+  # Every query is counted once in each split: the means agree (to the rounding).
+  np.testing.assert_allclose(by_pair.mean(), by_order.mean(), atol=2e-3)
+  assert row['seq_length'] == 16 and 0 <= row['accuracy'] <= 1
