@@ -75,7 +75,14 @@ def per_query_accuracy(workdir: str, num_sequences: int = 512) -> dict:
   logits = trainer.apply_model(params, trainer.empty_memory(num_sequences), batch['inputs'])[0]
   rows = np.arange(num_sequences)[:, None]
   correct = np.asarray(logits).argmax(-1)[rows, batch['positions']] == batch['values']
-  in_order = np.take_along_axis(correct, np.argsort(batch['positions'], axis=1), axis=1)
+  return split_by_query(correct, batch['positions'])
+
+
+def split_by_query(correct, positions) -> dict:
+  """correct [B,K] bool (query j asks pair j), positions [B,K] of those queries ->
+  mean accuracy per pair and per place in the order the queries come, each [K]."""
+  import numpy as np
+  in_order = np.take_along_axis(correct, np.argsort(positions, axis=1), axis=1)
   return dict(by_pair=correct.mean(0).round(3).tolist(),
               by_query_order=in_order.mean(0).round(3).tolist())
 

@@ -20,3 +20,12 @@ def test_per_query_accuracy_splits_the_same_queries_two_ways():
   # Every query is counted once in each split: the means agree (to the rounding).
   np.testing.assert_allclose(by_pair.mean(), by_order.mean(), atol=2e-3)
   assert row['seq_length'] == 16 and 0 <= row['accuracy'] <= 1
+
+
+def test_split_by_query_on_a_hand_worked_example():
+  # Sequence 0 answers pair 0, asked last (position 10); sequence 1 answers pair 2, also
+  # asked last: right by pair half the time for pairs 0 and 2, always for the last query.
+  correct = np.array([[True, False, False], [False, False, True]])
+  positions = np.array([[10, 6, 8], [6, 8, 10]])
+  split = mqar_capacity.split_by_query(correct, positions)
+  assert split == dict(by_pair=[0.5, 0.0, 0.5], by_query_order=[0.0, 0.0, 1.0])
