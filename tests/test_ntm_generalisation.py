@@ -21,9 +21,10 @@ CELL = dict(controller_size=8, memory_size=6, memory_width=4, num_read_heads=1,
 
 
 def _carry(batch=2):
+  # NTMCell keeps its memory slots last, [B,W,N].
   focus = jnp.broadcast_to(jax.nn.one_hot(0, 6), (batch, 1, 6))
   return dict(controller=(jnp.zeros((batch, 8)), jnp.zeros((batch, 8))),
-              memory=jnp.full((batch, 6, 4), 0.1), reads=jnp.zeros((batch, 1, 4)),
+              memory=jnp.full((batch, 4, 6), 0.1), reads=jnp.zeros((batch, 1, 4)),
               read_w=focus, write_w=focus)
 
 
@@ -41,9 +42,9 @@ def test_write_sharpen_boost_adds_kappa_times_shift_confidence(monkeypatch):
   seen = []
   address = mem.address
 
-  def recording_address(memory, w_prev, keys, beta, gate, shift, gamma):
+  def recording_address(memory, w_prev, keys, beta, gate, shift, gamma, slots_last=False):
     seen.append((np.asarray(shift), np.asarray(gamma)))
-    return address(memory, w_prev, keys, beta, gate, shift, gamma)
+    return address(memory, w_prev, keys, beta, gate, shift, gamma, slots_last)
 
   monkeypatch.setattr(mem, 'address', recording_address)
   plain = ntm.NTMCell(**CELL, write_sharpen_boost=0.0)
@@ -52,7 +53,10 @@ def test_write_sharpen_boost_adds_kappa_times_shift_confidence(monkeypatch):
   seen.clear()
   plain.apply(params, _carry(), X[:, 0])
   boosted.apply(params, _carry(), X[:, 0])  # same parameters: the boost adds none
-  (_, read0), (shift, write0), (_, read1), (_, write1) = seen  # reads are addressed first
+  # One call per step addresses the read head (index 0) and the write head (1) together.
+  (shift, gamma0), (_, gamma1) = seen
+  shift, read0, write0 = shift[:, 1], gamma0[:, 0], gamma0[:, 1]
+  read1, write1 = gamma1[:, 0], gamma1[:, 1]
   np.testing.assert_allclose(read1, read0)  # read heads untouched
   conf = (shift.max(-1) - 1 / 3) / (1 - 1 / 3)
   np.testing.assert_allclose(write1, write0 + 3.0 * conf, rtol=1e-5)

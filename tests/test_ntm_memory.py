@@ -194,3 +194,31 @@ def test_zero_memory_row_has_finite_gradients():
   grads = jax.grad(lambda m, k: mem.content_weighting(m, k, jnp.ones((1, 1)))[0, 0, 1],
                    argnums=(0, 1))(memory, keys)
   assert all(np.isfinite(g).all() for g in grads)
+
+
+@pytest.mark.parametrize('heads', [1, H])
+def test_slots_last_layout_gives_the_same_numbers_and_gradients(heads):
+  """Memory stored [B,W,N] (slots_last, the NTM's carry) against the [B,N,W] functions
+  that the numpy reference checks above: values and every input's gradient."""
+  p = _random_head_params()
+  erase = RNG.uniform(size=(B, heads, W)).astype(np.float32)
+  add = RNG.normal(size=(B, heads, W)).astype(np.float32)
+  probe = RNG.normal(size=(B, N, W)).astype(np.float32)
+
+  def step(memory, keys, w_prev, erase, add, slots_last):
+    w = mem.address(memory, w_prev, keys, p['beta'], p['gate'], p['shift'], p['gamma'],
+                    slots_last)
+    reads = mem.read(memory, w, slots_last)
+    out = mem.frobenius_normalize(mem.write(memory, w[:, :heads], erase, add, slots_last))
+    if slots_last:
+      out = out.swapaxes(1, 2)
+    return jnp.sum(jnp.sin(out) * probe) + jnp.sum(jnp.cos(reads)) + jnp.sum(w * w)
+
+  rows = (p['memory'], p['keys'], p['w_prev'], erase, add)
+  cols = (p['memory'].swapaxes(1, 2), *rows[1:])
+  np.testing.assert_allclose(step(*cols, True), step(*rows, False), rtol=1e-6)
+  got = jax.grad(step, argnums=(0, 1, 2, 3, 4))(*cols, True)
+  want = jax.grad(step, argnums=(0, 1, 2, 3, 4))(*rows, False)
+  np.testing.assert_allclose(got[0], want[0].swapaxes(1, 2), rtol=1e-5, atol=1e-6)
+  for g, w in zip(got[1:], want[1:]):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

@@ -19,8 +19,14 @@ MEMORY_INITS = ('constant', 'learned', 'random')
 
 
 class NTMCell(nn.Module):
-  """One NTM step. carry = dict(controller, memory [B,N,W], reads [B,R,W],
-  read_w [B,R,N], write_w [B,Wr,N]); x [B,D] -> (carry, (out [B,C+R·W], traces))."""
+  """One NTM step. carry = dict(controller, memory [B,W,N], reads [B,R,W],
+  read_w [B,R,N], write_w [B,Wr,N]); x [B,D] -> (carry, (out [B,C+R·W], traces)).
+
+  The carry holds the memory transposed, slots last (memflax.nn.memory: the CPU
+  kernels vectorise over N); what it sows for plots is [B,N,W] as everywhere else.
+  """
+
+  slots_last = True  # memory layout of the carry; a class constant, not a field
 
   controller_size: int
   memory_size: int
@@ -52,7 +58,7 @@ class NTMCell(nn.Module):
       memory = mem.frobenius_normalize(memory)
     # Memory contents for plots: kept only when apply() is asked for mutable
     # 'intermediates' (evaluate.trace_one), so training never stacks [B,T,N,W].
-    self.sow('intermediates', 'memory', memory)
+    self.sow('intermediates', 'memory', memory.swapaxes(1, 2) if self.slots_last else memory)
     new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
                      write_w=write_w)
     out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
@@ -60,14 +66,20 @@ class NTMCell(nn.Module):
 
   def access(self, carry, rp, wp):
     """Dense read of M_{t-1}, then erase/add write. rp/wp: NTMHeads outputs ->
-    (memory [B,N,W], reads [B,R,W], read_w [B,R,N], write_w [B,Wr,N])."""
-    memory = carry['memory']
-    read_w = mem.address(memory, carry['read_w'], rp['keys'], rp['beta'], rp['gate'],
-                         rp['shift'], rp['gamma'])
-    reads = mem.read(memory, read_w)
-    write_w = mem.address(memory, carry['write_w'], wp['keys'], wp['beta'], wp['gate'],
-                          wp['shift'], wp['gamma'])
-    return mem.write(memory, write_w, wp['erase'], wp['add']), reads, read_w, write_w
+    (memory in the carry's layout, reads [B,R,W], read_w [B,R,N], write_w [B,Wr,N])."""
+    memory, layout = carry['memory'], self.slots_last
+    # Read and write heads both address M_{t-1}, so they go through the pipeline as
+    # one stack of R + Wr heads: fewer kernels per time step forward and backward,
+    # which is what bounds the step on a CPU (each head's arithmetic is unchanged).
+    num_read = rp['keys'].shape[1]
+    both = {k: jnp.concatenate([rp[k], wp[k]], axis=1)
+            for k in ('keys', 'beta', 'gate', 'shift', 'gamma')}
+    weights = mem.address(memory, jnp.concatenate([carry['read_w'], carry['write_w']], axis=1),
+                          both['keys'], both['beta'], both['gate'], both['shift'], both['gamma'],
+                          layout)
+    read_w, write_w = weights[:, :num_read], weights[:, num_read:]
+    reads = mem.read(memory, read_w, layout)
+    return mem.write(memory, write_w, wp['erase'], wp['add'], layout), reads, read_w, write_w
 
 
 class Model(nn.Module):
@@ -132,8 +144,10 @@ class Model(nn.Module):
     batch = inputs.shape[0]
     if self.write_sharpen_boost < 0:
       raise ValueError(f'model.write_sharpen_boost must be >= 0, got {self.write_sharpen_boost}')
-    memory0 = jnp.broadcast_to(self._initial_memory(), (batch, self.memory_size,
-                                                         self.memory_width))
+    initial = self._initial_memory()
+    if cell_cls.slots_last:
+      initial = initial.T
+    memory0 = jnp.broadcast_to(initial, (batch, *initial.shape))
     if self.frobenius_norm:
       memory0 = mem.frobenius_normalize(memory0)
     focus = jax.nn.one_hot(0, self.memory_size)
@@ -144,7 +158,7 @@ class Model(nn.Module):
     carry = dict(
         controller=LSTMCell(self.controller_size, parent=None).initial_carry((batch,)),
         memory=memory0,
-        reads=mem.read(memory0, heads(self.num_read_heads)),
+        reads=mem.read(memory0, heads(self.num_read_heads), cell_cls.slots_last),
         read_w=heads(self.num_read_heads),
         write_w=heads(self.num_write_heads),
     )

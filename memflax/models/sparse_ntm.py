@@ -61,6 +61,7 @@ class SparseNTMCell(ntm.NTMCell):
   read_w/write_w stay dense-shaped [B,H,N] but have exactly top_m nonzeros per head."""
 
   top_m: int
+  slots_last = False  # the sparse gathers and scatters index rows of [B,N,W]
 
   def access(self, carry, rp, wp):
     memory = carry['memory']
