@@ -53,10 +53,7 @@ def test_write_sharpen_boost_adds_kappa_times_shift_confidence(monkeypatch):
   seen.clear()
   plain.apply(params, _carry(), X[:, 0])
   boosted.apply(params, _carry(), X[:, 0])  # same parameters: the boost adds none
-  # One call per step addresses the read head (index 0) and the write head (1) together.
-  (shift, gamma0), (_, gamma1) = seen
-  shift, read0, write0 = shift[:, 1], gamma0[:, 0], gamma0[:, 1]
-  read1, write1 = gamma1[:, 0], gamma1[:, 1]
+  (_, read0), (shift, write0), (_, read1), (_, write1) = seen  # reads are addressed first
   np.testing.assert_allclose(read1, read0)  # read heads untouched
   conf = (shift.max(-1) - 1 / 3) / (1 - 1 / 3)
   np.testing.assert_allclose(write1, write0 + 3.0 * conf, rtol=1e-5)

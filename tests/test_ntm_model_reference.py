@@ -1,8 +1,8 @@
 """The whole NTM (controller, heads, addressing, read, write, normalisation) against a
 step-by-step numpy implementation of Graves et al. 2014 in the textbook [N, W] layout.
 
-The model keeps its memory transposed ([B,W,N]) and addresses read and write heads in
-one stacked call for speed; this checks that neither changes a number.
+The model keeps its memory transposed ([B,W,N]) for speed; this checks that the
+layout changes no number.
 """
 
 import jax

@@ -68,17 +68,11 @@ class NTMCell(nn.Module):
     """Dense read of M_{t-1}, then erase/add write. rp/wp: NTMHeads outputs ->
     (memory in the carry's layout, reads [B,R,W], read_w [B,R,N], write_w [B,Wr,N])."""
     memory, layout = carry['memory'], self.slots_last
-    # Read and write heads both address M_{t-1}, so they go through the pipeline as
-    # one stack of R + Wr heads: fewer kernels per time step forward and backward,
-    # which is what bounds the step on a CPU (each head's arithmetic is unchanged).
-    num_read = rp['keys'].shape[1]
-    both = {k: jnp.concatenate([rp[k], wp[k]], axis=1)
-            for k in ('keys', 'beta', 'gate', 'shift', 'gamma')}
-    weights = mem.address(memory, jnp.concatenate([carry['read_w'], carry['write_w']], axis=1),
-                          both['keys'], both['beta'], both['gate'], both['shift'], both['gamma'],
-                          layout)
-    read_w, write_w = weights[:, :num_read], weights[:, num_read:]
+    read_w = mem.address(memory, carry['read_w'], rp['keys'], rp['beta'], rp['gate'],
+                         rp['shift'], rp['gamma'], layout)
     reads = mem.read(memory, read_w, layout)
+    write_w = mem.address(memory, carry['write_w'], wp['keys'], wp['beta'], wp['gate'],
+                          wp['shift'], wp['gamma'], layout)
     return mem.write(memory, write_w, wp['erase'], wp['add'], layout), reads, read_w, write_w
 
 
