@@ -218,6 +218,62 @@ def test_allocation_is_sub_stochastic_and_prefers_least_used():
                                 jax.nn.one_hot(jnp.array([0]), N))
 
 
+def _allocation_by_argsort(u):
+  """The allocation written with two argsorts (memflax's first version): the reference
+  for the comparison-based sort, ties included."""
+  order = jnp.argsort(u, axis=-1)  # stable
+  sorted_u = jnp.take_along_axis(u, order, axis=-1)
+  taken_before = jnp.cumprod(
+      jnp.concatenate([jnp.ones_like(sorted_u[..., :1]), sorted_u[..., :-1]], axis=-1), axis=-1)
+  sorted_a = (1.0 - sorted_u) * taken_before
+  return jnp.take_along_axis(sorted_a, jnp.argsort(order, axis=-1), axis=-1)
+
+
+def test_allocation_equals_a_stable_argsort_with_ties_values_and_gradients():
+  rng = _rng(12)
+  # Ties everywhere: repeated usages, an empty memory, a full one, and zeros among others.
+  u = np.stack([
+      np.array([0.5, 0.2, 0.5, 0.2, 0.0, 0.9, 0.0], np.float32),
+      np.zeros(N, np.float32),
+      np.ones(N, np.float32),
+      np.array([0.3, 0.3, 0.3, 0.7, 0.1, 0.1, 0.3], np.float32),
+      rng.uniform(0, 1, N).astype(np.float32),
+  ])
+  np.testing.assert_array_equal(dnc.allocation(jnp.asarray(u)), _allocation_by_argsort(u))
+  np.testing.assert_allclose(dnc.allocation(jnp.asarray(u)), np_allocation(u), **TOL)
+  cotangent = jnp.asarray(rng.normal(size=u.shape).astype(np.float32))
+  grad = lambda f: jax.jit(jax.grad(lambda x: jnp.sum(f(x) * cotangent)))(jnp.asarray(u))
+  np.testing.assert_array_equal(grad(dnc.allocation), grad(_allocation_by_argsort))
+
+
+def test_link_and_directions_equals_the_three_functions_and_their_gradients():
+  rng = _rng(13)
+  prev_link, prev_p = map(jnp.asarray, _random_link(rng))
+  ww, rw = jnp.asarray(_sub_simplex(rng, B, N)), jnp.asarray(_simplex(rng, B, R, N))
+
+  def plain(prev_link, prev_p, ww, rw):
+    new = dnc.link(prev_link, prev_p, ww)
+    return new, dnc.forward_weighting(new, rw), dnc.backward_weighting(new, rw)
+
+  args = (prev_link, prev_p, ww, rw)
+  got, got_vjp = jax.vjp(dnc.link_and_directions, *args)
+  want, want_vjp = jax.vjp(plain, *args)
+  for g, w in zip(got, want):
+    np.testing.assert_array_equal(g, w)
+  cotangents = tuple(jnp.asarray(rng.normal(size=x.shape).astype(np.float32)) for x in want)
+  for name, g, w in zip(('link', 'precedence', 'write', 'read'), jax.jit(got_vjp)(cotangents),
+                        want_vjp(cotangents)):
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6, err_msg=name)
+  # The written-out gradient against finite differences as well (not only autodiff).
+  check_grads(dnc.link_and_directions, args, **GRAD_TOL)
+
+
+def test_materialised_is_the_identity():
+  x = jnp.asarray(_rng(14).normal(size=(B, R, N)).astype(np.float32))
+  np.testing.assert_array_equal(jax.jit(dnc.materialised)(x), x)
+  np.testing.assert_array_equal(jax.grad(lambda v: jnp.sum(dnc.materialised(v) * x))(x), x)
+
+
 def test_freeing_read_slots_drops_usage():
   rng = _rng(9)
   prev_u = jnp.asarray(rng.uniform(0.3, 1.0, (B, N)).astype(np.float32))

@@ -23,9 +23,14 @@ from memflax.nn.recurrent import LSTMCell
 
 
 class DNCCell(nn.Module):
-  """One DNC step. carry = dict(controller, memory [B,N,W], reads [B,R,W],
+  """One DNC step. carry = dict(controller, memory [B,W,N], reads [B,R,W],
   read_w [B,R,N], write_w [B,N], usage [B,N], link [B,N,N], precedence [B,N]);
-  x [B,D] -> (carry, (out [B,C+R·W], traces))."""
+  x [B,D] -> (carry, (out [B,C+R·W], traces)).
+
+  The memory is carried transposed, slots last, as in the NTM (memflax.nn.memory's
+  `slots_last`: the CPU kernels of the content lookups, read and write then run
+  along the 128 slots instead of the 20-wide words).
+  """
 
   controller_size: int
   memory_size: int
@@ -41,26 +46,32 @@ class DNCCell(nn.Module):
                                                                       controller_in)
     xi = dnc.DNCInterface(self.num_read_heads, self.memory_width, clip=self.controller_clip,
                           name='interface')(h)
-    memory, prev_read_w = carry['memory'], carry['read_w']
+    memory = carry['memory']
+    # Carries that N×N kernels broadcast (see dnc.materialised).
+    prev_read_w, prev_write_w, prev_usage, prev_precedence = (
+        dnc.materialised(carry[k]) for k in ('read_w', 'write_w', 'usage', 'precedence'))
 
     psi = dnc.retention(xi['free_gates'], prev_read_w)
-    usage = dnc.usage(carry['usage'], carry['write_w'], psi)
-    write_content = mem.content_weighting(memory, xi['write_key'], xi['write_strength'])[:, 0]
+    usage = dnc.usage(prev_usage, prev_write_w, psi)
+    write_content = mem.content_weighting(memory, xi['write_key'], xi['write_strength'],
+                                          slots_last=True)[:, 0]
     write_w = dnc.write_weighting(dnc.allocation(usage), write_content, xi['alloc_gate'],
                                   xi['write_gate'])
-    memory = mem.write(memory, write_w[:, None], xi['erase'], xi['write_vector'])
+    memory = mem.write(memory, write_w[:, None], xi['erase'], xi['write_vector'], slots_last=True)
 
-    link = dnc.link(carry['link'], carry['precedence'], write_w)
-    precedence = dnc.precedence(carry['precedence'], write_w)
+    link, forward_w, backward_w = dnc.link_and_directions(carry['link'], prev_precedence,
+                                                          write_w, prev_read_w)
+    precedence = dnc.precedence(prev_precedence, write_w)
 
     read_w = dnc.read_weighting(
-        dnc.backward_weighting(link, prev_read_w),
-        mem.content_weighting(memory, xi['read_keys'], xi['read_strengths']),
-        dnc.forward_weighting(link, prev_read_w),
+        backward_w,
+        mem.content_weighting(memory, xi['read_keys'], xi['read_strengths'], slots_last=True),
+        forward_w,
         xi['read_modes'])
-    reads = mem.read(memory, read_w)
+    reads = mem.read(memory, read_w, slots_last=True)
 
-    self.sow('intermediates', 'memory', memory)  # for plots only (see ntm.NTMCell)
+    # For plots only (see ntm.NTMCell), in the textbook layout [B,N,W].
+    self.sow('intermediates', 'memory', memory.swapaxes(1, 2))
     new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
                      write_w=write_w, usage=usage, link=link, precedence=precedence)
     out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
@@ -89,7 +100,7 @@ class Model(nn.Module):
     zeros = lambda *shape: jnp.zeros((batch, *shape), jnp.float32)
     carry = dict(
         controller=LSTMCell(self.controller_size, parent=None).initial_carry((batch,)),
-        memory=zeros(n, w),
+        memory=zeros(w, n),  # slots last (DNCCell)
         reads=zeros(r, w),
         read_w=zeros(r, n),
         write_w=zeros(n),
