@@ -185,6 +185,7 @@ PAIRS = {
     # each compiled once) cut the NTM's time per training sequence by ~1.5×
     # (benchmarks/train_throughput.py, README).
     ('ntm', 'copy'): dict(harness=dict(length_buckets=3)),
+    ('dnc', 'copy'): dict(harness=dict(length_buckets=3)),  # the same for the DNC
     # Frobenius normalisation divides the whole memory by its norm after every write, so
     # the rows written first have shrunk by the time a query reads them back. Seed 0, 5,000
     # steps: associative recall ended at 5.38 bit errors/seq with it and at 0 without
