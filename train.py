@@ -73,5 +73,7 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  from memflax import huge_pages
+  huge_pages.restart_with_huge_pages()  # before jax is imported (memflax/huge_pages.py)
   from memflax.cli_errors import parse_flags
   app.run(main, flags_parser=parse_flags)

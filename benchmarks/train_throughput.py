@@ -147,4 +147,6 @@ def main():
 
 
 if __name__ == '__main__':
+  from memflax import huge_pages
+  huge_pages.restart_with_huge_pages()  # as train.py does, so the figures are train.py's
   main()
