@@ -7,8 +7,10 @@ For each batch size: compile every training shape of the run once (timed; a run 
 length buckets has one per bucket), run `--warmup` steps, then time `--steps`
 consecutive training steps (the real mix of buckets, step i on step_bucket(i))
 `--repeats` times and report the median. Each row also carries XLA's FLOP count and
-buffer sizes of the longest shape's step (`cost_analysis`, `memory_analysis`) and the
-process's peak resident memory so far. Writes a JSON list of rows.
+buffer sizes of the longest shape's step (`cost_analysis`, `memory_analysis`), the
+process's peak resident memory so far and its page faults per timed step (with
+MEMFLAX_HUGE_PAGES=0 the script runs without huge pages: memflax/huge_pages.py). Writes
+a JSON list of rows.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from memflax import progress_log  # noqa: E402
+from memflax import huge_pages, progress_log  # noqa: E402
 from memflax.train import Trainer  # noqa: E402
 
 
@@ -105,10 +107,12 @@ def measure(config_path: str, batch_size: int, steps: int, warmup: int, repeats:
 
   run(warmup)
   timings = []
+  faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
   for _ in range(repeats):
     start = time.perf_counter()
     run(steps)
     timings.append((time.perf_counter() - start) / steps)
+  faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
   per_step = statistics.median(timings)
   return dict(model=config.model.name, config=config_path, overrides=overrides or {},
               batch_size=batch_size, sequences_per_sec=batch_size / per_step,
@@ -119,6 +123,8 @@ def measure(config_path: str, batch_size: int, steps: int, warmup: int, repeats:
               device=device_description(), jax_version=jax.__version__,
               num_params=sum(x.size for x in jax.tree.leaves(state.params)),
               peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              # Page faults per timed step (memflax/huge_pages.py: fresh step buffers).
+              minor_faults_per_step=faults / (steps * repeats), huge_pages=huge_pages.requested(),
               **_analysis(longest))
 
 
@@ -147,6 +153,5 @@ def main():
 
 
 if __name__ == '__main__':
-  from memflax import huge_pages
   huge_pages.restart_with_huge_pages()  # as train.py does, so the figures are train.py's
   main()
