@@ -50,13 +50,30 @@ def requested() -> bool:
   return TUNABLE in os.environ.get('GLIBC_TUNABLES', '').split(':')
 
 
+def _started_as_this_program() -> bool:
+  """Whether the interpreter's own command line ran this program with these arguments
+  (not, say, a tool that runs the script with runpy in a process of its own): only then
+  does re-executing `sys.orig_argv` run it again."""
+  orig, argv = sys.orig_argv, sys.argv
+  count = len(argv) - 1  # the program's arguments
+  if len(orig) < count + 2 or orig[len(orig) - count:] != argv[1:]:
+    return False
+  program, option = orig[len(orig) - count - 1], orig[len(orig) - count - 2]
+  if option == '-c':
+    return argv[0] == '-c'
+  if option == '-m':
+    return True
+  return os.path.abspath(program) == os.path.abspath(argv[0])
+
+
 def restart_with_huge_pages() -> None:
   """Re-executes the running program with the tunable, once; returns if it would not help.
 
   Call it first thing in a script's `if __name__ == '__main__':` block, never from a
   library: it replaces the running process.
   """
-  if requested() or os.environ.get(OPT_OUT) == '0' or not available():
+  if (requested() or os.environ.get(OPT_OUT) == '0' or not available()
+      or not _started_as_this_program()):
     return
   current = os.environ.get('GLIBC_TUNABLES')
   os.environ['GLIBC_TUNABLES'] = f'{current}:{TUNABLE}' if current else TUNABLE

@@ -46,6 +46,20 @@ def test_restart_happens_once_and_keeps_options_and_arguments():
     assert running == f"running {pid} ['a', '--b=c'] False True"
 
 
+def test_a_script_run_inside_another_program_is_not_restarted(tmp_path):
+  # E.g. tests/fuzz_fork_server.py runs train.py with runpy in forked children:
+  # re-executing the interpreter's command line would start the server again.
+  script = tmp_path / 'script.py'
+  script.write_text(textwrap.dedent(RESTART))
+  lines = _run(f"""
+    import runpy, sys
+    sys.argv = [{str(script)!r}, 'x']
+    runpy.run_path({str(script)!r}, run_name='__main__')
+  """)
+  assert sum(line.startswith('start') for line in lines) == 1
+  assert lines[-1].split()[2:] == ["['x']", 'False', 'True']
+
+
 def test_opt_out_runs_without_restart():
   lines = _run(RESTART, opt_out=True)
   assert sum(line.startswith('start') for line in lines) == 1
