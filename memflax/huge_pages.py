@@ -11,7 +11,8 @@ times. glibc reads its tunables only when a process starts, hence the restart:
 `os.execv` of the same interpreter, options and arguments (the process id stays), before
 jax is imported. Nothing happens where it cannot help: outside glibc ≥ 2.35 (the
 tunable's first release), where the kernel's transparent huge pages are off, when the
-tunable is already set, or with MEMFLAX_HUGE_PAGES=0.
+tunable is already set, when another program runs the script (runpy, as the fuzz tests'
+fork server does), or with MEMFLAX_HUGE_PAGES=0.
 """
 
 from __future__ import annotations
