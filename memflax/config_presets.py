@@ -135,7 +135,7 @@ TASKS = {
     'priority_sort': dict(fields=dict(num_bits=8, num_inputs=20, num_outputs=16),
                           eval_lengths=(20,)),
     'ngrams': dict(fields=dict(n=6, seq_length=200), eval_lengths=(200, 400, 800)),
-    'mqar': dict(fields=dict(vocab_size=64, num_pairs=8, seq_length=64),
+    'mqar': dict(fields=dict(vocab_size=64, num_pairs=8, seq_length=64, min_pairs=0),
                  eval_lengths=(4, 8, 16)),
     'byte_lm': dict(fields=dict(seq_length=128), eval_lengths=()),
 }

@@ -53,7 +53,8 @@ def test_level_caps_sizes_without_changing_shapes(name, count):
 
 
 def test_grow_on_a_task_without_a_size_range_is_one_line(tmp_path):
-  proc = run_cli('train.py', '--config=configs/ntm_mqar.py:tiny', f'--workdir={tmp_path / "r"}',
+  proc = run_cli('train.py', '--config=configs/ntm_priority_sort.py:tiny',
+                 f'--workdir={tmp_path / "r"}',
                  '--config.curriculum.kind=grow')
   assert proc.returncode == 2
   lines = error_lines(proc)

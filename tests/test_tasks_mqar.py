@@ -1,6 +1,7 @@
 """Multi-query associative recall (Zoology): token layout, query gaps, loss and accuracy."""
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -66,6 +67,62 @@ def test_fewer_or_more_pairs_keep_the_sequence_length():
     TASK.make_batch(jax.random.PRNGKey(0), 4, num_pairs=17)
 
 
+def _assert_layout(tokens, y, m, positions, k, length):
+  """One example stores k pairs in tokens[:2k] and queries each key once after them."""
+  keys, values = tokens[0:2 * k:2], tokens[1:2 * k:2]
+  assert len(set(keys)) == k and len(set(values)) == k
+  asked = np.flatnonzero(m)
+  assert len(asked) == k and asked.min() >= 2 * k and np.all((asked - 2 * k) % 2 == 0)
+  np.testing.assert_array_equal(np.sort(positions[:k]), asked)
+  assert np.all(positions[k:] == length)  # rows of pairs not stored point past the end
+  assert sorted(tokens[asked]) == sorted(keys)
+  pairs = dict(zip(keys, values))
+  np.testing.assert_array_equal(y[asked], [pairs[key] for key in tokens[asked]])
+  np.testing.assert_array_equal(y[m == 0], 0)
+
+
+def test_a_mix_draws_each_examples_pairs_and_lays_each_out_as_alone():
+  task = Task(num_pairs=16, min_pairs=3)
+  batch = jax.device_get(task.make_batch(jax.random.PRNGKey(5), 3000))
+  assert_batch_contract(task, batch)
+  assert batch['inputs'].shape == (3000, 64, 64) and batch['positions'].shape == (3000, 16)
+  counts = np.bincount(batch['pairs'], minlength=17)
+  assert counts[:3].sum() == 0 and counts[3:].min() > 3000 / 14 * 0.7  # U{3..16}
+  np.testing.assert_array_equal(batch['mask'].sum(1), batch['pairs'])
+  for b in range(200):
+    _assert_layout(batch['tokens'][b], batch['targets'][b], batch['mask'][b],
+                   batch['positions'][b], batch['pairs'][b], 64)
+  # Each K has its own query slots: the last key of a K = 16 example can sit at t = 62.
+  assert batch['positions'][batch['pairs'] == 3].min() == 6
+  assert batch['positions'][batch['pairs'] == 16].max(initial=0) <= 62
+
+
+def test_a_curriculum_level_caps_the_pairs():
+  key = jax.random.PRNGKey(6)
+  mixed = Task(num_pairs=16, min_pairs=2)
+  batch = jax.device_get(mixed.make_batch(key, 500, level=jnp.int32(5)))
+  assert set(batch['pairs']) == {2, 3, 4, 5}
+  assert batch['inputs'].shape == (500, 64, 64)
+  # Without a mix, a level is the number of pairs in every example, at most num_pairs.
+  exact = Task(num_pairs=16)
+  for level, stored in ((1, 1), (7, 7), (40, 16)):
+    batch = jax.device_get(exact.make_batch(key, 50, level=jnp.int32(level)))
+    np.testing.assert_array_equal(batch['pairs'], stored)
+    for b in range(5):
+      _assert_layout(batch['tokens'][b], batch['targets'][b], batch['mask'][b],
+                     batch['positions'][b], stored, 64)
+  # An explicit num_pairs (an eval probe) is exact whatever the task's own mix.
+  probe = jax.device_get(mixed.make_batch(key, 50, **mixed.probe(9)))
+  np.testing.assert_array_equal(probe['pairs'], 9)
+  assert probe['positions'].shape == (50, 9)
+
+
+def test_a_mixed_batch_is_pure_and_compiles_once():
+  task = Task(num_pairs=16, min_pairs=1)
+  assert_pure_function_of_key(task)
+  assert_compiles_once(task)
+
+
 def test_too_short_or_too_small_is_one_clear_error():
   with pytest.raises(ValueError, match=r'task.seq_length \(30\) must be at least '
                                        r'4·task.num_pairs = 32'):
@@ -74,13 +131,17 @@ def test_too_short_or_too_small_is_one_clear_error():
     Task(vocab_size=10)
   with pytest.raises(ValueError, match='task.power_a'):
     Task(power_a=0.0)
+  for bad in (-1, 9, 2.5, True):
+    with pytest.raises(ValueError, match=r'task.min_pairs must be an integer in 0..task.'
+                                         r'num_pairs \(8; 0 stores num_pairs'):
+      Task(min_pairs=bad)
 
 
 def test_builds_by_name_with_defaults():
   task = tasks.build(ml_collections.ConfigDict({'name': 'mqar'}))
   assert task == TASK and task.input_size == task.output_size == 64
   assert (task.primary_metric, task.higher_is_better, task.range_fields) == \
-      ('accuracy', True, ('num_pairs',))
+      ('accuracy', True, ('min_pairs', 'num_pairs'))
 
 
 def test_loss_and_accuracy_match_numpy():
