@@ -310,6 +310,39 @@ def test_sinusoidal_encoding_closed_form(features):
       assert abs(table[pos, j] - expected) < 1e-6, (pos, j)
 
 
+def test_rotary_embedding_rotates_each_half_pair_by_its_angle():
+  x = np.random.default_rng(7).normal(size=(2, 5, 8)).astype(np.float32)
+  positions = np.array([0, 1, 2, 7, 30])
+  out = np.asarray(attn.rotary_embedding(jnp.asarray(x), jnp.asarray(positions)))
+  expected = np.empty_like(x, dtype=np.float64)
+  for t, p in enumerate(positions):
+    for i in range(4):  # pair (i, i + d/2) turns by p·θ_i, θ_i = 10000^(−2i/d)
+      angle = p * 10000.0 ** (-2 * i / 8)
+      a, b = x[:, t, i], x[:, t, i + 4]
+      expected[:, t, i] = a * np.cos(angle) - b * np.sin(angle)
+      expected[:, t, i + 4] = a * np.sin(angle) + b * np.cos(angle)
+  np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+  with pytest.raises(ValueError, match='even head width'):
+    attn.rotary_embedding(jnp.zeros((3, 5)), jnp.arange(3))
+
+
+def test_rotary_scores_depend_only_on_relative_position():
+  rng = np.random.default_rng(8)
+  q, k = (jnp.asarray(rng.normal(size=(1, 16)), jnp.float32) for _ in range(2))
+  def score(m, n):
+    return float(attn.rotary_embedding(q, jnp.array([m]))[0]
+                 @ attn.rotary_embedding(k, jnp.array([n]))[0])
+  np.testing.assert_allclose([score(5 + s, 2 + s) for s in (0, 3, 40)], score(5, 2), rtol=1e-4)
+  assert abs(score(5, 2) - score(5, 4)) > 1e-3  # but does depend on m − n
+
+
+def test_rotary_attention_is_self_attention_only():
+  mha = attn.MultiHeadAttention(2, rotary=True)
+  x = jnp.ones((1, 3, 8))
+  with pytest.raises(ValueError, match='self-attention only'):
+    mha.init(jax.random.PRNGKey(0), x, x)
+
+
 def test_learned_positional_embedding():
   module = attn.LearnedPositionalEmbedding(max_len=10, features=4)
   params = module.init(jax.random.PRNGKey(4), 10)['params']

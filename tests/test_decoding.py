@@ -19,6 +19,8 @@ MODELS = {
     'transformer': lambda: transformer.Model(output_size=256, **TINY_TRANSFORMER),
     'transformer_learned': lambda: transformer.Model(output_size=256, positions='learned',
                                                      **TINY_TRANSFORMER),
+    'transformer_rotary': lambda: transformer.Model(output_size=256, positions='rotary',
+                                                    **TINY_TRANSFORMER),
     'kv_memory_transformer': lambda: kv_memory_transformer.Model(
         output_size=256, memory_slots=8, value_size=8, positions='learned', **TINY_TRANSFORMER),
 }
@@ -69,7 +71,7 @@ def test_decode_step_uses_the_call_parameter_tree(name):
   assert jax.tree.leaves(by_step) == jax.tree.leaves(by_call)
 
 
-@pytest.mark.parametrize('positions', ['sinusoidal', 'learned'])
+@pytest.mark.parametrize('positions', ['sinusoidal', 'learned', 'rotary'])
 def test_encoder_cache_takes_several_steps_at_once(positions):
   """A prompt fed as one chunk, then the rest step by step, equals the full sequence."""
   encoder = transformer.CausalEncoder(16, 2, 2, 32, max_len=16, positions=positions)

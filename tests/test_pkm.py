@@ -11,6 +11,7 @@ import pytest
 
 from conftest import REPO, read_metrics
 from memflax.models import pkm_transformer
+from memflax.nn import attention as attn
 from memflax.nn import product_key as pk
 from memflax.train import train_and_evaluate
 from random_params import random_params
@@ -129,13 +130,19 @@ def test_parameter_count(overrides, expected):
   assert sum(x.size for x in jax.tree.leaves(shapes['params'])) == expected
 
 
-def test_model_is_causal_and_decodes_like_the_full_sequence():
-  model = _small_model(pkm_blocks=(0, 1))
+@pytest.mark.parametrize('blocks, positions', [((0, 1), 'sinusoidal'), ((1,), 'rotary')])
+def test_model_is_causal_and_decodes_like_the_full_sequence(blocks, positions, monkeypatch):
+  model = _small_model(pkm_blocks=blocks, positions=positions)
   x = _inputs()
   variables = {'params': random_params(model, x, scale=0.3)}
+  rotated = []
+  rotary = attn.rotary_embedding
+  monkeypatch.setattr(attn, 'rotary_embedding', lambda *a: rotated.append(1) or rotary(*a))
   apply = jax.jit(model.apply)
   logits, traces = apply(variables, x)
   assert traces['pkm1_indices'].shape == (2, 7, 2, 4)
+  # Rotary: queries and keys of both layers' attention, the PKM block's included.
+  assert len(rotated) == (4 if positions == 'rotary' else 0)
   step = 4
   changed, _ = apply(variables, x.at[:, step].add(1.0))
   np.testing.assert_allclose(changed[:, :step], logits[:, :step], rtol=0, atol=1e-6)

@@ -14,6 +14,7 @@ import pytest
 
 from memflax import models
 from memflax.models import kv_memory_transformer, transformer
+from memflax.nn import attention as attn
 from memflax.tasks.copy import Task
 from short_training import train_copy
 
@@ -77,7 +78,8 @@ def test_output_shapes_and_traces(name):
   assert apply(variables, _inputs(batch=1, length=12))[0].shape == (1, 12, OUT)
 
 
-@pytest.mark.parametrize('name, positions', [('transformer', 'sinusoidal'), ('kv', 'learned')])
+@pytest.mark.parametrize('name, positions', [('transformer', 'sinusoidal'), ('kv', 'learned'),
+                                             ('transformer', 'rotary')])
 def test_step_t_sees_only_inputs_up_to_t(name, positions):
   model = _small(name, positions=positions, max_len=16)
   x = np.asarray(_inputs(1, batch=2, length=9))
@@ -92,6 +94,24 @@ def test_step_t_sees_only_inputs_up_to_t(name, positions):
     assert not np.allclose(new[:, s], logits[:, s])
 
 
+def test_rotary_positions_tell_the_order_of_earlier_steps_apart(monkeypatch):
+  x = np.asarray(_inputs(2, batch=2, length=6))
+  swapped = x.copy()
+  swapped[:, [0, 1]] = x[:, [1, 0]]
+  # One layer: with more, the causal mask alone tells step 0 (which sees only itself) apart.
+  model = transformer.Model(output_size=OUT, **{**SMALL, 'num_layers': 1}, positions='rotary')
+  variables = model.init(jax.random.PRNGKey(0), x)
+
+  def change_at_last_step():
+    apply = jax.jit(model.apply)
+    return np.abs(np.asarray(apply(variables, x)[0] - apply(variables, swapped)[0])[:, 5]).max()
+
+  assert change_at_last_step() > 1e-4
+  # Without the rotation, causal attention is blind to the order of the steps before t.
+  monkeypatch.setattr(attn, 'rotary_embedding', lambda x, positions, base=10000.0: x)
+  assert change_at_last_step() < 1e-5
+
+
 def test_learned_positions_reject_sequences_longer_than_max_len():
   model = _small('transformer', positions='learned', max_len=8)
   with pytest.raises(ValueError, match='max_len'):
@@ -100,7 +120,7 @@ def test_learned_positions_reject_sequences_longer_than_max_len():
 
 def test_unknown_positions_raise():
   with pytest.raises(ValueError, match='positions'):
-    _small('transformer', positions='rotary').init(jax.random.PRNGKey(0), _inputs())
+    _small('transformer', positions='alibi').init(jax.random.PRNGKey(0), _inputs())
 
 
 @pytest.mark.parametrize('name', ['transformer', 'kv'])

@@ -75,7 +75,9 @@ class KNNEncoder(transformer.CausalEncoder):
                      self.top_k, self.approximate, self.normalize_keys, self.recall_target,
                      name=f'layer_{layer}')(x, reset=reset, train=train)
       else:
+        # With rotary positions the memory block stays position-free, like its store.
         x = attn.EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate,
+                              rotary=self.positions == 'rotary',
                               name=f'layer_{layer}')(x, mask=mask, train=train)
     return nn.LayerNorm(name='final_norm')(x)
 

@@ -33,12 +33,14 @@ class PKMBlock(nn.Module):
   pkm_key_dim: int
   pkm_query_norm: str
   dropout_rate: float = 0.0
+  rotary: bool = False
 
   @nn.compact
   def __call__(self, x, mask=None, train: bool = False, cache: dict | None = None):
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
     h = nn.LayerNorm(name='attention_norm')(x)
-    h = attn.MultiHeadAttention(self.num_heads, name='attention')(h, mask=mask, cache=cache)
+    h = attn.MultiHeadAttention(self.num_heads, rotary=self.rotary, name='attention')(
+        h, mask=mask, cache=cache)
     if cache is not None:
       h, cache = h
     x = x + dropout(h)
@@ -79,10 +81,11 @@ class PKMEncoder(transformer.CausalEncoder):
         x, new, selection = PKMBlock(
             self.num_heads, self.memory_slots, self.pkm_heads, self.pkm_topk,
             self.pkm_key_dim, self.pkm_query_norm, self.dropout_rate,
-            name=f'layer_{layer}')(x, **kwargs)
+            rotary=self.positions == 'rotary', name=f'layer_{layer}')(x, **kwargs)
         traces.update({f'pkm{layer}_{k}': v for k, v in selection.items()})
       else:
         out = attn.EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate,
+                                rotary=self.positions == 'rotary',
                                 name=f'layer_{layer}')(x, **kwargs)
         x, new = (out, None) if cache is None else out
       if cache is not None:

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 
 from memflax.nn import attention as attn
 
-POSITIONS = ('sinusoidal', 'learned')
+POSITIONS = ('sinusoidal', 'learned', 'rotary')
 
 
 class CausalEncoder(nn.Module):
@@ -68,6 +68,8 @@ class CausalEncoder(nn.Module):
     elif self.positions == 'learned':
       pos = attn.LearnedPositionalEmbedding(self.max_len, self.d_model, name='positions')(
           length, offset)
+    elif self.positions == 'rotary':
+      pos = 0.0  # each attention layer rotates its queries and keys instead
     else:
       raise ValueError(f'model.positions must be one of {POSITIONS}, got {self.positions!r}')
     x = nn.Dense(self.d_model, name='embed')(inputs) + pos
@@ -83,7 +85,7 @@ class CausalEncoder(nn.Module):
     layers = []
     for layer in range(self.num_layers):
       block = attn.EncoderBlock(self.num_heads, self.d_ff, self.dropout_rate,
-                                name=f'layer_{layer}')
+                                rotary=self.positions == 'rotary', name=f'layer_{layer}')
       if cache is None:
         x = block(x, mask=mask, train=train)
       else:
@@ -98,9 +100,11 @@ class CausalEncoder(nn.Module):
 class Model(nn.Module):
   """inputs [B, T, D] -> (logits [B, T, output_size], {}).
 
-  positions: 'sinusoidal' (fixed, any length up to max_len) or 'learned' (a
+  positions: 'sinusoidal' (fixed, any length up to max_len), 'learned' (a
   trained [max_len, d_model] table; positions beyond training lengths stay at
-  their initial values, so it extrapolates worse).
+  their initial values, so it extrapolates worse) or 'rotary' (nothing added to
+  the embedding; every attention layer rotates queries and keys by position, as
+  in RoFormer and LLaMA-style "Transformer++" baselines).
 
   Submodules are built once in `setup`, so `__call__` and `decode_step` use the
   same ones under the same names ('encoder', 'readout'): one parameter tree.

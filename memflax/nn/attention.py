@@ -129,6 +129,25 @@ def sinusoidal_encoding(length: int, features: int, dtype=jnp.float32) -> Array:
   return jnp.asarray(table, dtype)
 
 
+def rotary_embedding(x: Array, positions: Array, base: float = 10000.0) -> Array:
+  """Rotary position embedding (Su et al. 2021, "RoFormer", eq. 34), half-split pairs:
+  with d = x.shape[-1] (even), θ_i = base^(−2i/d) and x = [x₁, x₂] (halves of d/2),
+
+    RoPE(x, p) = [x₁ cos pθ − x₂ sin pθ,  x₁ sin pθ + x₂ cos pθ]
+
+  so q_m · k_n depends on the positions only through m − n. x [..., T, d], positions
+  [T] (int, may be traced: a KV cache's offset) -> [..., T, d] in x's dtype.
+  """
+  dim = x.shape[-1]
+  if dim % 2:
+    raise ValueError(f'rotary positions need an even head width, got {dim}')
+  inverse = base ** (-jnp.arange(0, dim // 2, dtype=jnp.float32) * 2.0 / dim)
+  angle = positions.astype(jnp.float32)[:, None] * inverse[None, :]  # [T, d/2]
+  cos, sin = jnp.cos(angle).astype(x.dtype), jnp.sin(angle).astype(x.dtype)
+  x1, x2 = x[..., :dim // 2], x[..., dim // 2:]
+  return jnp.concatenate([x1 * cos - x2 * sin, x1 * sin + x2 * cos], axis=-1)
+
+
 class LearnedPositionalEmbedding(nn.Module):
   """Trained positional embedding table P [max_len, D]; `__call__(T, offset=0)` returns
   P[offset:offset + T] ([T, D]). `offset` may be traced (a KV cache's position); a
@@ -174,6 +193,10 @@ class MultiHeadAttention(nn.Module):
   `attention_fn` computes the per-head attention; pass
   `functools.partial(memflax.nn.sparse.sparse_dot_product_attention, m=M)` for
   top-M sparse attention.
+
+  `rotary`: self-attention rotates each head's queries and keys by their positions
+  (`rotary_embedding`; positions 0..T−1, or continuing from the cache's index), so the
+  logits see relative positions only.
   """
 
   num_heads: int
@@ -181,6 +204,7 @@ class MultiHeadAttention(nn.Module):
   out_features: int | None = None
   use_bias: bool = False
   attention_fn: Callable | None = None
+  rotary: bool = False
 
   def resolved_head_dim(self, features: int) -> int:
     """d_k = d_v for inputs of width `features`."""
@@ -203,6 +227,8 @@ class MultiHeadAttention(nn.Module):
                mask: Array | None = None, cache: dict | None = None):
     if cache is not None and inputs_kv is not None:
       raise ValueError('a cache is for self-attention only; pass inputs_kv=None')
+    if self.rotary and inputs_kv is not None:
+      raise ValueError('rotary positions are for self-attention only; pass inputs_kv=None')
     if inputs_kv is None:
       inputs_kv = inputs_q
     features = inputs_q.shape[-1]
@@ -216,6 +242,9 @@ class MultiHeadAttention(nn.Module):
     q = project(inputs_q, 'query')
     k = project(inputs_kv, 'key')
     v = project(inputs_kv, 'value')
+    if self.rotary:
+      positions = jnp.arange(q.shape[-2]) + (0 if cache is None else cache['index'])
+      q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
     if cache is not None:
       k, v, mask, cache = _append_to_cache(cache, k, v, mask)
     if mask is not None and mask.ndim == q.ndim - 1 and mask.ndim > 2:
@@ -276,13 +305,14 @@ class EncoderBlock(nn.Module):
 
   Incremental decoding: with `cache` (from `init_cache`, see MultiHeadAttention)
   x holds the next T steps, attention is causal over the cached prefix and the
-  call returns (y [B, T, D], the advanced cache).
+  call returns (y [B, T, D], the advanced cache). `rotary`: as MultiHeadAttention.
   """
 
   num_heads: int
   d_ff: int
   dropout_rate: float = 0.0
   head_dim: int | None = None
+  rotary: bool = False
 
   def init_cache(self, batch_size: int, max_length: int, features: int,
                  dtype=jnp.float32) -> dict:
@@ -295,8 +325,8 @@ class EncoderBlock(nn.Module):
                cache: dict | None = None):
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
     h = nn.LayerNorm(name='attention_norm')(x)
-    h = MultiHeadAttention(self.num_heads, self.head_dim, name='attention')(h, mask=mask,
-                                                                              cache=cache)
+    h = MultiHeadAttention(self.num_heads, self.head_dim, rotary=self.rotary,
+                           name='attention')(h, mask=mask, cache=cache)
     if cache is not None:
       h, cache = h
     x = x + dropout(h)
