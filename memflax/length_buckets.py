@@ -64,3 +64,10 @@ def task_buckets(task, count: int) -> list[dict] | None:
 def bucket_of_step(seed: int, step: int, buckets: list[dict]) -> int:
   """bucket_for_step over task_buckets' override dicts (their two fields: low, high)."""
   return bucket_for_step(seed, step, [tuple(b.values()) for b in buckets])
+
+
+def bucket_probabilities(buckets: list[dict]) -> list[float]:
+  """How often training draws each of task_buckets' buckets: its width over the whole
+  range's (the pivot is uniform over sizes), e.g. [0.3, 0.35, 0.35] for copy's 1..20 in 3."""
+  widths = [hi - lo + 1 for lo, hi in (tuple(b.values()) for b in buckets)]
+  return [w / sum(widths) for w in widths]

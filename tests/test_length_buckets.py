@@ -7,7 +7,7 @@ import jax
 import numpy as np
 import pytest
 
-from memflax import config_checks, length_buckets
+from memflax import config_checks, length_buckets, tasks
 from memflax.config_presets import compose
 from memflax.train import Trainer
 
@@ -30,6 +30,16 @@ def test_step_choice_is_pure_and_proportional_to_bucket_width():
     expected = 40_000 * (hi - lo + 1) / 20
     # 5 standard deviations of a binomial count: fails only if the choice is biased.
     assert abs(counts[bucket] - expected) < 5 * np.sqrt(expected), (bucket, counts)
+
+
+def test_bucket_probabilities_are_their_share_of_the_sizes():
+  buckets = length_buckets.task_buckets(tasks.build(compose('ntm', 'copy').task), 3)
+  assert [tuple(b.values()) for b in buckets] == [(1, 6), (7, 13), (14, 20)]
+  np.testing.assert_allclose(length_buckets.bucket_probabilities(buckets), [0.3, 0.35, 0.35])
+  # The same shares as the steps' own draws.
+  draws = collections.Counter(length_buckets.bucket_of_step(7, s, buckets) for s in range(30000))
+  np.testing.assert_allclose([draws[b] / 30000 for b in range(len(buckets))],
+                             length_buckets.bucket_probabilities(buckets), atol=0.01)
 
 
 def test_every_length_is_as_likely_as_without_buckets():
