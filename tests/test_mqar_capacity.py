@@ -29,3 +29,17 @@ def test_split_by_query_on_a_hand_worked_example():
   positions = np.array([[10, 6, 8], [6, 8, 10]])
   split = mqar_capacity.split_by_query(correct, positions)
   assert split == dict(by_pair=[0.5, 0.0, 0.5], by_query_order=[0.0, 0.0, 1.0])
+
+
+def test_overrides_reach_the_config_and_a_mixed_run_is_scored_at_its_pairs():
+  config = mqar_capacity.config_for('transformer', 8, 10, 0,
+                                    ['model.positions=rotary', 'task.min_pairs=2',
+                                     'learning_rate=1e-3'])
+  assert (config.model.positions, config.task.min_pairs, config.learning_rate) == \
+      ('rotary', 2, 1e-3)
+  assert (config.task.num_pairs, config.task.seq_length) == (8, 32)
+  row = mqar_capacity.run('transformer', 4, 30, 0, overrides=['task.min_pairs=1'])
+  assert row['overrides'] == ['task.min_pairs=1']
+  # Scored on sequences of exactly 4 pairs, apart from the accuracy on its own mix of 1..4.
+  assert 0 <= row['accuracy'] <= 1 and 0 <= row['accuracy_on_mix'] <= 1
+  assert row['accuracy'] != row['accuracy_on_mix']
