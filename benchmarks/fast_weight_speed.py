@@ -130,14 +130,33 @@ def summarise(rows: list[dict]) -> dict:
               crossover_T_vs_softmax=faster[0] if faster else None)
 
 
+def plot(rows: list[dict], path: Path) -> Path:
+  """ms against T per form, log-log, next to the JSON (`path` with .png)."""
+  from memflax import viz
+  curves = {}
+  for r in rows:
+    if r.get('ms') is not None and not r.get('oom'):
+      curves.setdefault(r['form'], []).append((r['T'], r['ms']))
+  device = rows[0].get('device', '') if rows else ''
+  return viz.plot_curves({f: sorted(c) for f, c in curves.items()}, path.with_suffix('.png'),
+                         xlabel='sequence length T', ylabel='ms (forward + backward)',
+                         title=f'Delta rule and attention, batch 1 × 4 heads ({device})',
+                         log_x=True, log_y=True)
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument('--lengths', default='256,512,1024,2048,4096,8192')
   parser.add_argument('--forms', default=','.join(FORMS))
   parser.add_argument('--chunk', type=int, default=64)
   parser.add_argument('--repeats', type=int, default=5)
+  parser.add_argument('--replot', action='store_true',
+                      help='only draw the plot of the rows already in --out')
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
+  if args.replot:
+    print(plot(json.loads(Path(args.out).read_text())['rows'], Path(args.out)))
+    return
   lengths = [int(t) for t in args.lengths.split(',')]
   forms = args.forms.split(',')
   unknown = set(forms) - set(FORMS)
@@ -155,6 +174,7 @@ def main():
   out.parent.mkdir(parents=True, exist_ok=True)
   out.write_text(json.dumps(dict(command=' '.join(sys.argv), rows=rows, summary=summary),
                             indent=1) + '\n')
+  plot(rows, out)
 
 
 if __name__ == '__main__':

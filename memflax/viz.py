@@ -177,17 +177,19 @@ def plot_profiles(profiles: Mapping[str, dict], path: str | Path | None = None,
 
 def plot_curves(curves: dict[str, list], path: str | Path | None = None, xlabel: str = '',
                 ylabel: str = '', title: str = '', ax: Axes | None = None,
-                log_y: bool = False) -> Path | Figure:
+                log_y: bool = False, log_x: bool = False) -> Path | Figure:
   """Learning curves: {label: [(x, y), ...]}, one line each (e.g. held-out error against
-  training sequences for several runs)."""
+  training sequences for several runs; with log_x and log_y, time against length)."""
   fig, ax, own = _axes(ax, (7, 4.5))
   for label, points in curves.items():
     if points:
       xs, ys = zip(*points)
-      ax.plot(xs, ys, label=label)
+      ax.plot(xs, ys, label=label, marker='o' if log_x else None, markersize=3)
   ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
   if log_y:
     ax.set_yscale('log')
+  if log_x:
+    ax.set_xscale('log', base=2)
   ax.grid(alpha=0.3)
   if curves:
     ax.legend(fontsize='small')

@@ -8,11 +8,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
+from conftest import REPO
 from memflax import evaluate, viz
 from memflax.config_presets import compose
 from memflax.continual.config import compose_sequence
@@ -113,6 +115,22 @@ def test_table_and_figure_without_path(ntm_run, tmp_path):
   path = tmp_path / 'table.png'
   assert_png(path, viz.plot_table(rows, path, title='tiny NTM', formats={'loss': '{:.3f}'}))
   assert isinstance(viz.plot_learning_curves({'ntm': workdir}), Figure)
+
+
+def test_fast_weight_speed_replots_its_json_on_log_axes(tmp_path):
+  rows = [dict(form=form, T=t, ms=ms, oom=False) for form, t, ms in
+          [('delta_chunk', 256, 19.0), ('delta_chunk', 2048, 139.0), ('softmax', 256, 13.0),
+           ('softmax', 2048, 824.0), ('softmax', 8192, None)]]
+  out = tmp_path / 'speed.json'
+  out.write_text(json.dumps(dict(rows=rows)))
+  proc = subprocess.run([sys.executable, str(REPO / 'benchmarks' / 'fast_weight_speed.py'),
+                         '--replot', f'--out={out}'], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  assert_png(tmp_path / 'speed.png', Path(proc.stdout.strip()))
+  fig = viz.plot_curves({'a': [(256, 19.0), (2048, 139.0)]}, log_x=True, log_y=True)
+  ax = fig.axes[0]
+  assert (ax.get_xscale(), ax.get_yscale()) == ('log', 'log')
+  np.testing.assert_array_equal(ax.lines[0].get_xdata(), [256, 2048])
 
 
 @pytest.mark.parametrize('backend, expected', [(None, 'agg'), ('svg', 'svg')])
