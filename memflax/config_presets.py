@@ -185,7 +185,10 @@ PAIRS = {
     # each compiled once) cut the NTM's time per training sequence by ~1.5×
     # (benchmarks/train_throughput.py, README).
     ('ntm', 'copy'): dict(harness=dict(length_buckets=3)),
-    ('dnc', 'copy'): dict(harness=dict(length_buckets=3)),  # the same for the DNC
+    # The DNC's step costs ~4.4 ms per padded time step at batch 32 on one core, so five
+    # buckets (9..41 steps, 25 on average against three's 27.7) save ~10 % of its training
+    # time; each more bucket compiles once (~6 s, then kept in the compilation cache).
+    ('dnc', 'copy'): dict(harness=dict(length_buckets=5)),
     # Frobenius normalisation divides the whole memory by its norm after every write, so
     # the rows written first have shrunk by the time a query reads them back. Seed 0, 5,000
     # steps: associative recall ended at 5.38 bit errors/seq with it and at 0 without
