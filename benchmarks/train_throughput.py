@@ -6,14 +6,14 @@
 For each batch size: compile every training shape of the run once (timed; a run with
 length buckets has one per bucket), run `--warmup` steps, then time `--steps`
 consecutive training steps `--repeats` times and report the median. With length buckets
-each bucket's step is timed that way on its own and ms_per_step is their mean weighted by
-how often training draws each bucket: the long-run rate. (Timing a window of the real
-sequence of buckets instead depends on which buckets the window happens to hold: copy's
-3 buckets averaged 26.7 padded steps over steps 20–59 of seed 0 against 27.7 expected.) Each row also carries XLA's FLOP count and
-buffer sizes of the longest shape's step (`cost_analysis`, `memory_analysis`), the
-process's peak resident memory so far and its page faults per timed step (with
-MEMFLAX_HUGE_PAGES=0 the script runs without huge pages: memflax/huge_pages.py). Writes
-a JSON list of rows.
+each bucket's step is warmed up and timed that way on its own, and ms_per_step is their
+mean weighted by how often training draws each bucket: the long-run rate. (Timing a
+window of the real sequence of buckets instead depends on which buckets the window
+happens to hold: copy's 3 buckets averaged 26.7 padded steps over steps 20–59 of seed 0
+against 27.7 expected.) Each row also carries XLA's FLOP count and buffer sizes of the
+longest shape's step (`cost_analysis`, `memory_analysis`), the process's peak resident
+memory so far and its page faults per timed step (with MEMFLAX_HUGE_PAGES=0 the script
+runs without huge pages: memflax/huge_pages.py). Writes a JSON list of rows.
 """
 
 from __future__ import annotations
