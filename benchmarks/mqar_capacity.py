@@ -18,7 +18,6 @@ against K is drawn next to the JSON.
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from memflax import progress_log  # noqa: E402
 from memflax.config_presets import compose  # noqa: E402
 from memflax.metric_writer import MetricWriter  # noqa: E402
 from memflax.train import train_and_evaluate  # noqa: E402
+from train_throughput import parse_overrides  # noqa: E402  (this folder)
 
 MODELS = ('transformer', 'deltanet', 'gated_deltanet', 'titans', 'ntm', 'lstm')
 PAIRS = (8, 16, 32, 64)
@@ -47,16 +47,11 @@ def config_for(model: str, pairs: int, steps: int, seed: int, overrides: list[st
   config.log.update(tensorboard=False)
   if 'max_len' in config.model:
     config.model.max_len = max(config.model.max_len, 4 * pairs)
-  for item in overrides:
-    key, _, text = item.partition('=')
+  for key, value in parse_overrides(list(overrides)).items():
     *path, leaf = key.split('.')
     node = config
     for part in path:
       node = node[part]
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
     node[leaf] = value
   return config
 
