@@ -53,6 +53,8 @@ def main(argv):
     if FLAGS[name].value is not None and FLAGS[name].value < 1:
       cli_errors.fail(f'--{name} must be a positive integer, got {FLAGS[name].value}')
   logging.set_verbosity(logging.WARNING)
+  from memflax import cpu_cores
+  cpu_cores.use_every_core()  # as train.py: memflax/cpu_cores.py
   from memflax import compilation_cache
   compilation_cache.enable()
   if FLAGS.snapshot is not None:

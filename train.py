@@ -42,6 +42,9 @@ def main(argv):
   if FLAGS.coordinator_address:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
                                     FLAGS.process_id)
+  else:
+    from memflax import cpu_cores
+    cpu_cores.use_every_core()  # one CPU device per core: memflax/cpu_cores.py
   from memflax import compilation_cache
   compilation_cache.enable()
   from memflax.train import train_and_evaluate

@@ -189,4 +189,6 @@ def main():
 
 
 if __name__ == '__main__':
+  from memflax import cpu_cores
+  cpu_cores.use_every_core()  # as train.py does, so the runs are train.py's
   main()

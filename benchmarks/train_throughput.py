@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections
 import importlib.util
 import json
 import platform
@@ -32,8 +33,8 @@ from pathlib import Path
 import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from memflax import huge_pages, length_buckets, progress_log  # noqa: E402
-from memflax.train import Trainer  # noqa: E402
+from memflax import cpu_cores, huge_pages, length_buckets, progress_log  # noqa: E402
+from memflax.train import MAX_STEPS_IN_FLIGHT, Trainer  # noqa: E402
 
 
 def load_config(path: str, overrides: dict | None = None):
@@ -81,12 +82,13 @@ def _analysis(compiled) -> dict:
   return out
 
 
-def device_description() -> str:
+def device_description(count: int | None = None) -> str:
+  """'2 × x86_64 CPU': `count` devices (default: all) of the first device's kind."""
   device = jax.devices()[0]
   kind = device.device_kind
   if device.platform == 'cpu':
     kind = f'{platform.processor() or platform.machine()} CPU'
-  return f'{jax.device_count()} × {kind}'
+  return f'{jax.device_count() if count is None else count} × {kind}'
 
 
 def measure(config_path: str, batch_size: int, steps: int, warmup: int, repeats: int,
@@ -101,9 +103,15 @@ def measure(config_path: str, batch_size: int, steps: int, warmup: int, repeats:
   longest = compiled[max(compiled, key=lambda b: -1 if b is None else b)]
 
   def run(step_fn, count):
+    # Bounded like the training loop (memflax.train.MAX_STEPS_IN_FLIGHT): several CPU
+    # devices with an unbounded queue deadlock in an all-reduce.
     nonlocal state
+    in_flight = collections.deque()
     for _ in range(count):
       state, metrics = step_fn(state)
+      in_flight.append(metrics)
+      if len(in_flight) > MAX_STEPS_IN_FLIGHT:
+        jax.block_until_ready(in_flight.popleft())
     jax.block_until_ready(metrics)
 
   weights = ({None: 1.0} if trainer.buckets is None else
@@ -129,8 +137,8 @@ def measure(config_path: str, batch_size: int, steps: int, warmup: int, repeats:
               steps_timed=steps, repeats=repeats, **buckets,
               ms_per_step_all=[[round(1e3 * t, 3) for t in timings[b]] for b in weights]
               if trainer.buckets else [round(1e3 * t, 3) for t in timings[None]],
-              devices=jax.device_count(), backend=jax.default_backend(),
-              device=device_description(), jax_version=jax.__version__,
+              devices=trainer.mesh.devices.size, backend=jax.default_backend(),
+              device=device_description(trainer.mesh.devices.size), jax_version=jax.__version__,
               num_params=sum(x.size for x in jax.tree.leaves(state.params)),
               peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               # Page faults per timed step (memflax/huge_pages.py: fresh step buffers).
@@ -165,4 +173,5 @@ def main():
 
 if __name__ == '__main__':
   huge_pages.restart_with_huge_pages()  # as train.py does, so the figures are train.py's
+  cpu_cores.use_every_core()  # as train.py does
   main()

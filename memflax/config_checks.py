@@ -135,6 +135,7 @@ def validate(config, num_devices: int) -> None:
   _require(0 <= config.lr_final_fraction <= 1,
            f'lr_final_fraction must be in [0, 1], got {config.lr_final_fraction}')
   _require(0 < config.adam_b2 < 1, f'adam_b2 must be in (0, 1), got {config.adam_b2}')
+  _require(config.adam_eps > 0, f'adam_eps must be > 0, got {config.adam_eps}')
   _require(config.optimizer in OPTIMIZERS,
            f'optimizer must be one of {OPTIMIZERS}, got {config.optimizer!r}')
   _require(config.batch_size % num_devices == 0,

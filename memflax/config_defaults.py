@@ -16,6 +16,7 @@ def harness_config() -> ml_collections.ConfigDict:
   c.learning_rate = 1e-3
   c.optimizer = 'adam'           # 'adam' | 'rmsprop'
   c.adam_b2 = 0.999
+  c.adam_eps = 1e-8              # added to Adam's sqrt(v): bounds steps where gradients are tiny
   c.lr_schedule = 'constant'     # 'constant' | 'cosine' (to learning_rate · lr_final_fraction)
   c.lr_warmup_steps = 0
   c.lr_final_fraction = 0.1

@@ -40,9 +40,9 @@ def initialize_distributed(coordinator_address: str, num_processes: int, process
                              heartbeat_timeout_seconds=peer_watchdog.HEARTBEAT_TIMEOUT_S)
 
 
-def make_mesh() -> Mesh:
-  """A 1-D `data` mesh over all devices of all processes."""
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def make_mesh(devices=None) -> Mesh:
+  """A 1-D `data` mesh over `devices` (default: all devices of all processes)."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

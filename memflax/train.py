@@ -26,7 +26,8 @@ import numpy as np
 import optax
 from jax.experimental import multihost_utils
 
-from memflax import config_checks, models, parallel, preemption, progress_log, tasks, tracing
+from memflax import config_checks, cpu_cores, models, parallel, preemption, progress_log
+from memflax import tasks, tracing
 from memflax import curriculum as curriculum_lib
 from memflax import length_buckets
 from memflax import workdir as workdir_lib
@@ -106,7 +107,7 @@ def learning_rate_schedule(config) -> optax.Schedule:
 def make_optimizer(config) -> optax.GradientTransformation:
   lr = learning_rate_schedule(config)
   if config.optimizer == 'adam':
-    opt = optax.adam(lr, b2=config.adam_b2)
+    opt = optax.adam(lr, b2=config.adam_b2, eps=config.adam_eps)
   else:  # rmsprop, with pytorch-ntm's momentum and decay
     opt = optax.rmsprop(lr, decay=0.95, momentum=0.9, centered=True)
   # Disabled clips stay in the chain as identities so the optimizer state has the
@@ -129,7 +130,7 @@ class Trainer:
     pytree that init_state starts from instead of a fresh initialisation (the previous
     task's snapshot); the optimizer state is initialised fresh for it."""
     self.config = config
-    self.mesh = parallel.make_mesh()
+    self.mesh = parallel.make_mesh(cpu_cores.run_devices(config))
     self.task = task if task is not None else tasks.build(config.task)
     self.regulariser = regulariser
     self.initial_params = initial_params
@@ -499,7 +500,7 @@ def train_and_evaluate(config, workdir: str | Path) -> TrainState:
   after saving a checkpoint at the step reached when SIGTERM arrived.
   """
   workdir = workdir_lib.resolve(workdir)
-  config_checks.validate(config, jax.device_count())
+  config_checks.validate(config, len(cpu_cores.run_devices(config)))
   config_dict = config_to_dict(config)
   check_compatible(workdir, config_dict)
   # A text corpus is built (or found) before the workdir is touched: a bad corpus
@@ -537,14 +538,15 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
              if trainer.initial_params is None else 'from the given initial parameters')
     if superseded:
       where += f' ({superseded} metric rows past it moved to {MetricWriter.SUPERSEDED})'
-    log.line(f'memflax: {config.model.name} on {config.task.name}, {jax.device_count()} '
+    devices = trainer.mesh.devices.size
+    log.line(f'memflax: {config.model.name} on {config.task.name}, {devices} '
              f'device(s), {jax.process_count()} process(es), {where}')
     written_on = progress.get('devices')
-    if restored and written_on is not None and written_on != jax.device_count():
+    if restored and written_on is not None and written_on != devices:
       # Gradients are averaged over a different split of the same global batch, so sums
       # run in another order: equal to float tolerance, not bit for bit.
       log.line(f'memflax: checkpoint at step {start} was written on {written_on} device(s); '
-               f'this run has {jax.device_count()}: same global batch, so losses match an '
+               f'this run has {devices}: same global batch, so losses match an '
                'uninterrupted run to float tolerance, not bit for bit')
 
     compile_start = time.perf_counter()
@@ -570,7 +572,7 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
     in_flight = collections.deque()
     def save(step: int) -> None:
       checkpointer.save(step, state, config_dict,
-                        {'train_time_s': train_time(), 'devices': jax.device_count()})
+                        {'train_time_s': train_time(), 'devices': devices})
 
     for step in range(start + 1, total + 1):
       if _preemption_requested(step - 1, config):

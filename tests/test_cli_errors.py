@@ -21,6 +21,7 @@ def _snapshot(root: Path) -> dict[str, str]:
     ('--config.model.memory_size=-3', 'model.memory_size must be a positive integer'),
     ('--config.model.memory_init=zeros', "error: model.memory_init must be one of"),
     ('--config.optimizer=sgdd', 'optimizer must be one of'),
+    ('--config.adam_eps=0.0', 'adam_eps must be > 0, got 0.0'),
 ])
 def test_bad_config_fails_before_writing(tmp_path, override, expected):
   workdir = tmp_path / 'run'

@@ -22,8 +22,13 @@ def _all_checkpoints_finite(workdir):
   steps = sorted(int(p.name) for p in (workdir / 'checkpoints').iterdir() if p.name.isdigit())
   for step in steps:
     checkpointer = ocp.StandardCheckpointer()
+    path = workdir / 'checkpoints' / str(step) / 'state'
     try:
-      state = checkpointer.restore(workdir / 'checkpoints' / str(step) / 'state')
+      # Onto this process's device: train.py wrote it over one device per core.
+      device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+      target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                            checkpointer.metadata(path).item_metadata.tree)
+      state = checkpointer.restore(path, target)
     finally:
       checkpointer.close()
     for leaf in jax.tree.leaves(state):

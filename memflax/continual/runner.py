@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
-from memflax import config_checks, preemption, tasks
+from memflax import config_checks, cpu_cores, preemption, tasks
 from memflax import workdir as workdir_lib
 from memflax.checkpoint import check_compatible
 from memflax.continual import config as cl_config
@@ -118,7 +118,7 @@ def validate(config, workdir: Path) -> tuple[Sequence, Path | None]:
   cl_config.validate(config)
   seq = Sequence(config)
   for sub in seq.sub_configs:
-    config_checks.validate(sub, jax.device_count())
+    config_checks.validate(sub, len(cpu_cores.run_devices(sub)))
   if getattr(seq.tasks[0], 'host_fed', False):
     for i in range(len(seq)):
       seq.data(i)  # a missing corpus fails here, with its own one-line error
@@ -312,7 +312,7 @@ def train_sequence(config, workdir: str | Path) -> dict:
   continual.json dict. Raises ConfigError / SnapshotNotFoundError /
   IncompatibleSnapshotError / WorkdirError before anything is written."""
   workdir = workdir_lib.resolve(workdir)
-  config_checks.validate(config, jax.device_count())
+  config_checks.validate(config, len(cpu_cores.run_devices(config)))
   seq, source = validate(config, workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   with workdir_lib.RunLock(workdir, jax.process_index()), preemption.handling():

@@ -1,0 +1,88 @@
+"""One CPU device per core: the command-line tools split each batch over the cores.
+
+Why: XLA runs one CPU device's step on essentially one thread. A memory model's step
+is a long scan of small kernels (the NTM's copy step: ~500 per time step), too small
+for XLA's intra-op threads to split, so on this project's 2-core machine a batch-32
+step left the second core idle. With one device per core the step is data parallel
+(`memflax.parallel`: each device scans its rows, gradients are averaged), and the
+NTM copy step at batch 32 runs at 2.2-2.4x the single-device rate
+(benchmarks/results/ntm_throughput_cores.json).
+
+`use_every_core()` asks jax for one CPU device per usable core (at most MAX_DEVICES)
+before the backend starts; train.py, eval.py and the throughput benchmarks call it.
+A count the user chose wins: XLA_FLAGS with --xla_force_host_platform_device_count
+or jax's jax_num_cpu_devices leave everything as it is (count 1 gives the single-
+device run). `run_devices(config)` is the devices a run's mesh spans: all of them,
+except that when memflax chose the count, a batch the count does not divide uses
+the largest count that divides it (batch 1: one device).
+
+It also turns off XLA's concurrency-optimised CPU scheduler (SCHEDULER_FLAG). That
+scheduler orders a step's independent kernels so that the thunk executor can run them
+on several threads at once; for kernels of a few microseconds the hand-offs between
+cores cost more than they save. Without it the NTM copy step at batch 1 runs at ~540
+instead of ~400 sequences/s on this machine, with bit-identical results (the order of
+independent kernels changes, not what they compute).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import jax
+
+DEVICE_COUNT_FLAG = 'xla_force_host_platform_device_count'
+SCHEDULER_FLAG = '--xla_cpu_enable_concurrency_optimized_scheduler=false'
+# More devices than this shrink each device's rows below what pays for the all-reduce
+# at the batch sizes memflax's configs use (8-32); measured only up to 2 cores here.
+MAX_DEVICES = 8
+
+_chosen_by_memflax = False
+
+
+def usable_cores() -> int:
+  try:
+    return len(os.sched_getaffinity(0))  # honours taskset and container CPU sets
+  except AttributeError:  # not Linux
+    return os.cpu_count() or 1
+
+
+def user_chose_count() -> bool:
+  return (DEVICE_COUNT_FLAG in os.environ.get('XLA_FLAGS', '')
+          or jax.config.jax_num_cpu_devices != -1)
+
+
+def use_every_core() -> int:
+  """Gives jax one CPU device per usable core unless the user set a count, and XLA's CPU
+  scheduler SCHEDULER_FLAG unless the user chose one; returns the device count asked
+  for (0 when left alone). Call before any jax computation: the CPU
+  backend reads the count when it starts. Only the CPU backend's devices change; on a
+  GPU or TPU host jax's default devices stay the accelerators."""
+  global _chosen_by_memflax
+  flags = os.environ.get('XLA_FLAGS', '')
+  if 'xla_cpu_enable_concurrency_optimized_scheduler' not in flags \
+      and 'xla_cpu_scheduler_type' not in flags:  # read when the backend starts
+    os.environ['XLA_FLAGS'] = f'{flags} {SCHEDULER_FLAG}'.strip()
+  cores = min(usable_cores(), MAX_DEVICES)
+  if user_chose_count() or cores < 2:
+    return 0
+  jax.config.update('jax_num_cpu_devices', cores)
+  _chosen_by_memflax = True
+  return cores
+
+
+def run_devices(config) -> list:
+  """The devices a run of `config` spans: every device, or where memflax chose the CPU
+  device count (use_every_core), the most devices that divide both the batch and the
+  evaluation's sequence count, so no config has to know the machine's core count."""
+  devices = jax.devices()
+  if not _chosen_by_memflax or jax.process_count() > 1 or jax.default_backend() != 'cpu':
+    return devices
+  try:
+    rows = math.gcd(int(config.batch_size), int(config.eval.num_sequences))
+  except (TypeError, ValueError, AttributeError, KeyError):
+    return devices  # config_checks reports the bad value
+  if rows < 1:
+    return devices
+  count = max(d for d in range(1, len(devices) + 1) if rows % d == 0)
+  return devices[:count]
