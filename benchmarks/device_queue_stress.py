@@ -25,21 +25,19 @@ sys.path.insert(0, str(REPO))
 from memflax import progress_log  # noqa: E402  (no jax: the measured runs are children)
 
 TRIAL = '''
-import collections, sys, time
+import sys, time
 import jax
 sys.path.insert(0, {repo!r})
 from configs.ntm_copy import get_config
-from memflax.train import Trainer
+from memflax.train import DispatchWindow, Trainer
 bound, steps = {bound}, {steps}
 trainer = Trainer(get_config())
 state = jax.block_until_ready(trainer.init_state())
 step = trainer.make_train_step().lower(state).compile()
-queue, start = collections.deque(), time.perf_counter()
+queue, start = DispatchWindow(bound or None), time.perf_counter()
 for i in range(steps):
   state, metrics = step(state)
-  queue.append(metrics)
-  if bound and len(queue) > bound:
-    jax.block_until_ready(queue.popleft())
+  queue.add(metrics)
 jax.block_until_ready(state)
 print(time.perf_counter() - start)
 '''

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import collections
 import importlib.util
 import json
 import platform
@@ -34,7 +33,7 @@ import jax
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from memflax import cpu_cores, huge_pages, length_buckets, progress_log  # noqa: E402
-from memflax.train import MAX_STEPS_IN_FLIGHT, Trainer  # noqa: E402
+from memflax.train import DispatchWindow, Trainer  # noqa: E402
 
 
 def load_config(path: str, overrides: dict | None = None):
@@ -103,15 +102,13 @@ def measure(config_path: str, batch_size: int, steps: int, warmup: int, repeats:
   longest = compiled[max(compiled, key=lambda b: -1 if b is None else b)]
 
   def run(step_fn, count):
-    # Bounded like the training loop (memflax.train.MAX_STEPS_IN_FLIGHT): several CPU
-    # devices with an unbounded queue deadlock in an all-reduce.
+    # Bounded like the training loop: several CPU devices with an unbounded queue
+    # deadlock in an all-reduce.
     nonlocal state
-    in_flight = collections.deque()
+    in_flight = DispatchWindow()
     for _ in range(count):
       state, metrics = step_fn(state)
-      in_flight.append(metrics)
-      if len(in_flight) > MAX_STEPS_IN_FLIGHT:
-        jax.block_until_ready(in_flight.popleft())
+      in_flight.add(metrics)
     jax.block_until_ready(metrics)
 
   weights = ({None: 1.0} if trainer.buckets is None else

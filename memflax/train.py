@@ -48,6 +48,23 @@ from memflax.tensorboard_log import TensorBoardLog
 MAX_STEPS_IN_FLIGHT = 2
 
 
+class DispatchWindow:
+  """Lets the host run at most `limit` steps (MAX_STEPS_IN_FLIGHT; None: no bound) ahead
+  of the devices: `add` each step's output as it is dispatched; it waits on the oldest
+  beyond the bound (waits on device; copies nothing)."""
+
+  def __init__(self, limit: int | None = MAX_STEPS_IN_FLIGHT):
+    self._queue = collections.deque()
+    self._limit = limit
+
+  def add(self, output) -> None:
+    if self._limit is None:
+      return
+    self._queue.append(output)
+    if len(self._queue) > self._limit:
+      jax.block_until_ready(self._queue.popleft())
+
+
 class NonFiniteError(RuntimeError):
   """Loss, gradients or parameters became NaN/inf; the run stops and keeps its last good checkpoint."""
 
@@ -569,7 +586,7 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
       return time_before + time.perf_counter() - begin
 
     last_eval = {}
-    in_flight = collections.deque()
+    in_flight = DispatchWindow()
     def save(step: int) -> None:
       checkpointer.save(step, state, config_dict,
                         {'train_time_s': train_time(), 'devices': devices})
@@ -582,9 +599,7 @@ def run_loop(trainer: Trainer, config_dict: dict, workdir: Path,
         raise preemption.Preempted.at_step(step - 1, str(workdir))
       state, metrics = train_steps[trainer.step_bucket(step - 1)](
           state, *trainer.step_inputs(step - 1))
-      in_flight.append(metrics)
-      if len(in_flight) > MAX_STEPS_IN_FLIGHT:
-        jax.block_until_ready(in_flight.popleft())  # waits on device; copies nothing
+      in_flight.add(metrics)
       final = step == total
       log_now = step % config.log_every_steps == 0 or final
       save_now = step % config.checkpoint_every_steps == 0 or final

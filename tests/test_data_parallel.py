@@ -24,3 +24,25 @@ def test_eight_devices_match_one(tmp_path):
   assert eight['loss'] == pytest.approx(one['loss'], rel=1e-4)
   assert eight['grad_norm'] == pytest.approx(one['grad_norm'], rel=1e-3)
   assert eight['param_norm'] == pytest.approx(one['param_norm'], rel=1e-5)
+
+
+class _Step:
+  """A dispatched step's output that records when the host waited on it."""
+
+  def __init__(self, index, waited):
+    self.index, self.waited = index, waited
+
+  def block_until_ready(self):
+    self.waited.append(self.index)
+    return self
+
+
+@pytest.mark.parametrize('limit, expected', [(2, [0, 1, 2]), (1, [0, 1, 2, 3]), (None, [])])
+def test_dispatch_window_waits_on_the_oldest_beyond_its_bound(limit, expected):
+  # The bound that keeps several CPU devices out of XLA's all-reduce deadlock (train.py).
+  from memflax.train import DispatchWindow
+  waited = []
+  window = DispatchWindow(limit)
+  for i in range(5):
+    window.add(_Step(i, waited))
+  assert waited == expected
