@@ -157,6 +157,41 @@ def test_lost_peer_cause_reads_gloo_and_coordination_errors():
   assert peer_watchdog.lost_peer_cause(ValueError('bad shape')) is None
 
 
+
+def _write_error_from(original: Exception):
+  """A CheckpointWriteError raised as memflax.checkpoint raises it: `from None`, while
+  handling orbax's error."""
+  from memflax.checkpoint import CheckpointWriteError
+  try:
+    try:
+      raise original
+    except Exception:
+      raise CheckpointWriteError('cannot write the checkpoint at step 50 in run: '
+                                 f'{original}; free space and rerun to resume') from None
+  except CheckpointWriteError as e:
+    return e
+
+
+def test_checkpoint_write_failed_by_a_dead_peer_is_a_lost_process(monkeypatch):
+  # Seen once in the suite: the worker was killed while the coordinator's step-50 save
+  # waited in orbax's closing barrier, and the coordinator printed "free space" instead.
+  exits = []
+  monkeypatch.setattr(peer_watchdog, 'exit_lost_process', exits.append)
+  barrier = RuntimeError('INTERNAL: Barrier failed because: task is set to ERROR: '
+                         'UNAVAILABLE: Task 1 heartbeat timeout. This indicates that the '
+                         'remote task has failed')
+  disk = OSError(28, 'No space left on device')
+  monkeypatch.setattr(peer_watchdog, '_installed', False)  # one process: nothing to lose
+  peer_watchdog.exit_if_lost_peer(_write_error_from(barrier).__context__)
+  assert exits == []
+  monkeypatch.setattr(peer_watchdog, '_installed', True)
+  peer_watchdog.exit_if_lost_peer(_write_error_from(disk).__context__)
+  assert exits == []
+  peer_watchdog.exit_if_lost_peer(_write_error_from(barrier).__context__)
+  assert len(exits) == 1 and exits[0].startswith('Barrier failed because')
+  assert 'Task 1 heartbeat timeout' in exits[0]
+
+
 # What jax 0.10.2 wrote on the worker's stderr when the coordinator was killed (shortened).
 JAX_REPORT = """\
 W1128 04:35:06.377187    3733 preemption_sync_manager.cc:147] Failed to retrieve preemption notice from coordination service: UNAVAILABLE: Socket closed
