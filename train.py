@@ -49,7 +49,7 @@ def main(argv):
   compilation_cache.enable()
   from memflax.train import train_and_evaluate
   from memflax.checkpoint import CheckpointWriteError
-  from memflax import peer_watchdog, preemption
+  from memflax import preemption
   config = cli_errors.loaded_config()
   # SIGTERM from here on means "save and stop" (preemption), even before the loop starts.
   with cli_errors.exit_on_user_error(), preemption.handling():
@@ -62,9 +62,6 @@ def main(argv):
     except preemption.Preempted as e:  # a clean stop, not a failure: the scheduler may requeue the job
       print(f'memflax: {e}', flush=True)
     except CheckpointWriteError as e:
-      # Its cause first: a write whose barrier waited for a dead process (multi-process
-      # runs) gets the lost-process line, as every other failure of a collective does.
-      peer_watchdog.exit_if_lost_peer(e.__context__)
       # The aborted orbax write leaves coroutines behind that interpreter teardown would
       # report one by one; everything memflax writes is closed by now, so skip teardown.
       print(f'error: {e}', file=sys.stderr, flush=True)

@@ -32,7 +32,7 @@ import jax
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 
-from memflax import integrity, orbax_noise
+from memflax import integrity, orbax_noise, peer_watchdog
 
 CHECKPOINT_DIR = 'checkpoints'
 QUARANTINE_DIR = 'corrupt_checkpoints'
@@ -183,8 +183,13 @@ class Checkpointer:
         if not self._failed:
           raise
 
-  def _write_error(self, step: int | None, error: Exception) -> CheckpointWriteError:
+  def _write_error(self, step: int | None, error: Exception) -> Exception:
+    """The error to raise for a failed write: CheckpointWriteError (disk full, ...), or
+    in a multi-process run whose peer died (orbax's closing barrier timed out) the
+    original error, which peer_watchdog reports as a lost process like any collective's."""
     self._failed = True
+    if jax.process_count() > 1 and peer_watchdog.lost_peer_cause(error) is not None:
+      return error
     text = str(error)
     code = re.search(r"os_error_code='(\d+)'", text)
     reason = os.strerror(int(code.group(1))) if code else \

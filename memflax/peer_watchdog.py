@@ -136,16 +136,6 @@ def lost_peer_cause(error: BaseException | None) -> str | None:
   return None
 
 
-def exit_if_lost_peer(error: BaseException | None) -> None:
-  """In a multi-process run, ends this process with the lost-process line when `error`
-  (or what it was raised from or during) says a peer was lost; returns otherwise. For
-  errors memflax reports itself: a checkpoint write whose closing barrier timed out
-  because the other process died is a lost process, not a full disk."""
-  cause = lost_peer_cause(error) if _installed else None
-  if cause is not None:
-    exit_lost_process(cause)
-
-
 def exit_lost_process(cause: str) -> None:
   """Prints the line and ends this process now (no atexit handlers: jax's would wait for
   the dead process at its shutdown barrier)."""

@@ -158,39 +158,26 @@ def test_lost_peer_cause_reads_gloo_and_coordination_errors():
 
 
 
-def _write_error_from(original: Exception):
-  """A CheckpointWriteError raised as memflax.checkpoint raises it: `from None`, while
-  handling orbax's error."""
-  from memflax.checkpoint import CheckpointWriteError
-  try:
-    try:
-      raise original
-    except Exception:
-      raise CheckpointWriteError('cannot write the checkpoint at step 50 in run: '
-                                 f'{original}; free space and rerun to resume') from None
-  except CheckpointWriteError as e:
-    return e
-
-
-def test_checkpoint_write_failed_by_a_dead_peer_is_a_lost_process(monkeypatch):
+def test_checkpoint_write_failed_by_a_dead_peer_is_a_lost_process(tmp_path, monkeypatch):
   # Seen once in the suite: the worker was killed while the coordinator's step-50 save
-  # waited in orbax's closing barrier, and the coordinator printed "free space" instead.
-  exits = []
-  monkeypatch.setattr(peer_watchdog, 'exit_lost_process', exits.append)
+  # waited in orbax's closing barrier, and the coordinator printed "free space" instead
+  # of the lost-process line. Now the barrier's error goes to peer_watchdog unwrapped.
+  import jax
+  from memflax.checkpoint import Checkpointer, CheckpointWriteError
+  checkpointer = Checkpointer(tmp_path)
   barrier = RuntimeError('INTERNAL: Barrier failed because: task is set to ERROR: '
                          'UNAVAILABLE: Task 1 heartbeat timeout. This indicates that the '
                          'remote task has failed')
   disk = OSError(28, 'No space left on device')
-  monkeypatch.setattr(peer_watchdog, '_installed', False)  # one process: nothing to lose
-  peer_watchdog.exit_if_lost_peer(_write_error_from(barrier).__context__)
-  assert exits == []
-  monkeypatch.setattr(peer_watchdog, '_installed', True)
-  peer_watchdog.exit_if_lost_peer(_write_error_from(disk).__context__)
-  assert exits == []
-  peer_watchdog.exit_if_lost_peer(_write_error_from(barrier).__context__)
-  assert len(exits) == 1 and exits[0].startswith('Barrier failed because')
-  assert 'Task 1 heartbeat timeout' in exits[0]
-
+  # One process: no peer to lose, so the write error it always was.
+  assert isinstance(checkpointer._write_error(50, barrier), CheckpointWriteError)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  assert isinstance(checkpointer._write_error(50, disk), CheckpointWriteError)
+  raised = checkpointer._write_error(50, barrier)
+  assert raised is barrier
+  cause = peer_watchdog.lost_peer_cause(raised)
+  assert cause.startswith('Barrier failed because') and 'Task 1 heartbeat timeout' in cause
+  checkpointer.close()
 
 # What jax 0.10.2 wrote on the worker's stderr when the coordinator was killed (shortened).
 JAX_REPORT = """\
