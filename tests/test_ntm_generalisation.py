@@ -22,10 +22,11 @@ CELL = dict(controller_size=8, memory_size=6, memory_width=4, num_read_heads=1,
 
 def _carry(batch=2):
   # NTMCell keeps its memory slots last, [B,W,N].
-  focus = jnp.broadcast_to(jax.nn.one_hot(0, 6), (batch, 1, 6))
+  # One weighting per head, the read head's first.
+  focus = jnp.broadcast_to(jax.nn.one_hot(0, 6), (batch, 2, 6))
   return dict(controller=(jnp.zeros((batch, 8)), jnp.zeros((batch, 8))),
               memory=jnp.full((batch, 4, 6), 0.1), reads=jnp.zeros((batch, 1, 4)),
-              read_w=focus, write_w=focus)
+              weights=focus)
 
 
 def test_shift_confidence_matches_its_formula():
@@ -38,7 +39,8 @@ def test_shift_confidence_matches_its_formula():
 
 
 def test_write_sharpen_boost_adds_kappa_times_shift_confidence(monkeypatch):
-  """One NTMCell step (no scan, so values are concrete): record what each address call gets."""
+  """One NTMCell step (no scan, so values are concrete): record what the address call gets
+  (one call for all heads, the read head first)."""
   seen = []
   address = mem.address
 
@@ -53,10 +55,11 @@ def test_write_sharpen_boost_adds_kappa_times_shift_confidence(monkeypatch):
   seen.clear()
   plain.apply(params, _carry(), X[:, 0])
   boosted.apply(params, _carry(), X[:, 0])  # same parameters: the boost adds none
-  (_, read0), (shift, write0), (_, read1), (_, write1) = seen  # reads are addressed first
-  np.testing.assert_allclose(read1, read0)  # read heads untouched
-  conf = (shift.max(-1) - 1 / 3) / (1 - 1 / 3)
-  np.testing.assert_allclose(write1, write0 + 3.0 * conf, rtol=1e-5)
+  (shift, gamma0), (_, gamma1) = seen
+  np.testing.assert_allclose(gamma1[:, 0], gamma0[:, 0])  # the read head untouched
+  conf = (shift[:, 1].max(-1) - 1 / 3) / (1 - 1 / 3)
+  np.testing.assert_allclose(gamma1[:, 1], gamma0[:, 1] + 3.0 * conf, rtol=1e-5)
+  assert not np.allclose(conf, 0.0)  # the boost is visible
 
 
 def test_defaults_keep_the_original_parameters_and_outputs():

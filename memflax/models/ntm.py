@@ -20,7 +20,8 @@ MEMORY_INITS = ('constant', 'learned', 'random')
 
 class NTMCell(nn.Module):
   """One NTM step. carry = dict(controller, memory [B,W,N], reads [B,R,W],
-  read_w [B,R,N], write_w [B,Wr,N]); x [B,D] -> (carry, (out [B,C+R·W], traces)).
+  weights [B,R+Wr,N] (read heads first)); x [B,D] -> (carry, (out [B,C+R·W],
+  traces)).
 
   The carry holds the memory transposed, slots last (memflax.nn.memory: the CPU
   kernels vectorise over N); what it sows for plots is [B,N,W] as everywhere else.
@@ -46,34 +47,46 @@ class NTMCell(nn.Module):
     controller, h = LSTMCell(self.controller_size, forget_bias=self.controller_forget_bias,
                              name='controller')(carry['controller'], controller_in)
     heads = dict(width=self.memory_width, shift_range=self.shift_range,
-                 clip=self.controller_clip)
-    rp = mem.NTMHeads(self.num_read_heads, name='read_heads', **heads)(h)
-    wp = mem.NTMHeads(self.num_write_heads, writes=True, name='write_heads', **heads)(h)
+                 clip=self.controller_clip, activate=False)
+    raw_read = mem.NTMHeads(self.num_read_heads, name='read_heads', **heads)(h)
+    raw_write = mem.NTMHeads(self.num_write_heads, writes=True, name='write_heads', **heads)(h)
+    # Read and write heads go through the activations and addressing as one set of
+    # R + Wr heads, read heads first: at batch 1 the step's cost is its count of small
+    # kernels, and each pass over both sets costs the kernels of one.
+    addressing = raw_read.shape[-1]
+    params = mem.head_parameters(
+        jnp.concatenate([raw_read, raw_write[..., :addressing]], axis=1),
+        self.memory_width, self.shift_range)
     if self.write_sharpen_boost:
       # γ' = γ + κ · confidence(shift): the write head sharpens as its moves become certain.
-      wp = dict(wp, gamma=wp['gamma'] + self.write_sharpen_boost * mem.shift_confidence(
-          wp['shift']))
-    memory, reads, read_w, write_w = self.access(carry, rp, wp)
+      is_write = jnp.arange(self.num_read_heads + self.num_write_heads) >= self.num_read_heads
+      params['gamma'] = params['gamma'] + self.write_sharpen_boost * is_write * (
+          mem.shift_confidence(params['shift']))
+    erase = jax.nn.sigmoid(raw_write[..., addressing:addressing + self.memory_width])
+    add = jnp.tanh(raw_write[..., addressing + self.memory_width:])
+    memory, reads, weights = self.access(carry, params, erase, add)
     if self.frobenius_norm:
       memory = mem.frobenius_normalize(memory)
     # Memory contents for plots: kept only when apply() is asked for mutable
     # 'intermediates' (evaluate.trace_one), so training never stacks [B,T,N,W].
     self.sow('intermediates', 'memory', memory.swapaxes(1, 2) if self.slots_last else memory)
-    new_carry = dict(controller=controller, memory=memory, reads=reads, read_w=read_w,
-                     write_w=write_w)
+    new_carry = dict(controller=controller, memory=memory, reads=reads, weights=weights)
     out = jnp.concatenate([h, reads.reshape(batch, -1)], axis=-1)
+    read_w, write_w = jnp.split(weights, [self.num_read_heads], axis=1)
     return new_carry, (out, {'read_weights': read_w, 'write_weights': write_w})
 
-  def access(self, carry, rp, wp):
-    """Dense read of M_{t-1}, then erase/add write. rp/wp: NTMHeads outputs ->
-    (memory in the carry's layout, reads [B,R,W], read_w [B,R,N], write_w [B,Wr,N])."""
+  def access(self, carry, params, erase, add):
+    """Dense read of M_{t-1}, then erase/add write.
+
+    params: `head_parameters` of all R + Wr heads, read heads first; erase/add [B,Wr,W]
+    -> (memory in the carry's layout, reads [B,R,W], weights [B,R+Wr,N]).
+    """
     memory, layout = carry['memory'], self.slots_last
-    read_w = mem.address(memory, carry['read_w'], rp['keys'], rp['beta'], rp['gate'],
-                         rp['shift'], rp['gamma'], layout)
+    weights = mem.address(memory, carry['weights'], params['keys'], params['beta'],
+                          params['gate'], params['shift'], params['gamma'], layout)
+    read_w, write_w = jnp.split(weights, [self.num_read_heads], axis=1)
     reads = mem.read(memory, read_w, layout)
-    write_w = mem.address(memory, carry['write_w'], wp['keys'], wp['beta'], wp['gate'],
-                          wp['shift'], wp['gamma'], layout)
-    return mem.write(memory, write_w, wp['erase'], wp['add'], layout), reads, read_w, write_w
+    return mem.write(memory, write_w, erase, add, layout), reads, weights
 
 
 class Model(nn.Module):
@@ -153,8 +166,7 @@ class Model(nn.Module):
         controller=LSTMCell(self.controller_size, parent=None).initial_carry((batch,)),
         memory=memory0,
         reads=mem.read(memory0, heads(self.num_read_heads), cell_cls.slots_last),
-        read_w=heads(self.num_read_heads),
-        write_w=heads(self.num_write_heads),
+        weights=heads(self.num_read_heads + self.num_write_heads),
     )
     # Rematerialised: the backward pass recomputes each step's [B,N,W] intermediates
     # from the carry instead of stacking half a dozen of them per time step, which at

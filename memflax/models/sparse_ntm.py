@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from memflax.models import ntm
 from memflax.nn import sparse
@@ -63,20 +64,22 @@ class SparseNTMCell(ntm.NTMCell):
   top_m: int
   slots_last = False  # the sparse gathers and scatters index rows of [B,N,W]
 
-  def access(self, carry, rp, wp):
-    memory = carry['memory']
+  def access(self, carry, params, erase, add):
+    memory, r = carry['memory'], self.num_read_heads
 
-    def address(p, w_prev):
-      return sparse.sparse_address(memory, w_prev, p['keys'], p['beta'], p['gate'],
+    def address(heads, w_prev):
+      p = {k: v[:, heads] for k, v in params.items()}
+      return sparse.sparse_address(memory, w_prev[:, heads], p['keys'], p['beta'], p['gate'],
                                    p['shift'], p['gamma'], self.top_m)
 
-    read_idx, read_v = address(rp, carry['read_w'])
+    read_idx, read_v = address(slice(None, r), carry['weights'])
     reads = sparse.sparse_read(memory, read_idx, read_v)
-    write_idx, write_v = address(wp, carry['write_w'])
-    memory = sparse.sparse_write(memory, write_idx, write_v, wp['erase'], wp['add'])
+    write_idx, write_v = address(slice(r, None), carry['weights'])
+    memory = sparse.sparse_write(memory, write_idx, write_v, erase, add)
     # Dense-shaped weightings feed the next step's interpolation and the traces.
-    return (memory, reads, sparse.densify(read_idx, read_v, self.memory_size),
-            sparse.densify(write_idx, write_v, self.memory_size))
+    weights = jnp.concatenate([sparse.densify(read_idx, read_v, self.memory_size),
+                               sparse.densify(write_idx, write_v, self.memory_size)], axis=1)
+    return memory, reads, weights
 
 
 class Model(ntm.Model):

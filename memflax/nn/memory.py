@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+
 Array = jax.Array
 
 # Frobenius norms below this are treated as this (an all-zero memory stays zero).
@@ -192,12 +193,51 @@ def frobenius_normalize(memory: Array) -> Array:
   return (memory / norm).astype(memory.dtype)
 
 
+ADDRESSING_FIELDS = ('keys', 'beta', 'gate', 'shift', 'gamma')
+
+
+def addressing_size(width: int, shift_range: int) -> int:
+  """Raw controller outputs per head for addressing: key W, β, g, S shifts, γ."""
+  return width + 3 + 2 * shift_range + 1
+
+
+def head_parameters(raw: Array, width: int, shift_range: int) -> dict[str, Array]:
+  """Clipped raw head outputs -> head parameters, per head.
+
+  raw [..., H, A] (A = addressing_size) or [..., H, A + 2W] for write heads ->
+  keys [...,H,W], beta [...,H] (softplus, ≥ 0), gate [...,H] (sigmoid), shift [...,H,S]
+  (softmax), gamma [...,H] (1 + softplus, ≥ 1) and, with the extra 2W, erase [...,H,W]
+  (sigmoid) and add [...,H,W] (tanh).
+  """
+  num_shifts = 2 * shift_range + 1
+  sizes = {'keys': width, 'beta': 1, 'gate': 1, 'shift': num_shifts, 'gamma': 1}
+  if raw.shape[-1] == addressing_size(width, shift_range) + 2 * width:
+    sizes.update(erase=width, add=width)
+  parts, start = {}, 0
+  for name, size in sizes.items():
+    parts[name] = raw[..., start:start + size]
+    start += size
+  out = {
+      'keys': parts['keys'],
+      'beta': jax.nn.softplus(parts['beta'][..., 0]),
+      'gate': jax.nn.sigmoid(parts['gate'][..., 0]),
+      'shift': jax.nn.softmax(parts['shift'], axis=-1),
+      'gamma': 1.0 + jax.nn.softplus(parts['gamma'][..., 0]),
+  }
+  if 'erase' in parts:
+    out['erase'] = jax.nn.sigmoid(parts['erase'])
+    out['add'] = jnp.tanh(parts['add'])
+  return out
+
+
 class NTMHeads(nn.Module):
   """Maps a controller state to the parameters of `num_heads` addressing heads.
 
   h [B, C] -> dict with keys [B,H,W], beta [B,H] (softplus, ≥ 0), gate [B,H]
   (sigmoid), shift [B,H,S] (softmax), gamma [B,H] (1 + softplus, ≥ 1) and, when
-  `writes`, erase [B,H,W] (sigmoid) and add [B,H,W] (tanh).
+  `writes`, erase [B,H,W] (sigmoid) and add [B,H,W] (tanh): `head_parameters`.
+  With `activate=False` it returns the clipped raw outputs [B,H,A] ([B,H,A+2W] when
+  `writes`) instead, so that a caller can activate several head sets in one pass.
 
   Raw outputs are clipped to ±`clip` (Collier & Beel 2018 clip controller outputs
   to ±20), which keeps β and γ from exploding into NaNs early in training.
@@ -208,28 +248,12 @@ class NTMHeads(nn.Module):
   shift_range: int = 1
   writes: bool = False
   clip: float = 20.0
+  activate: bool = True
 
   @nn.compact
-  def __call__(self, h: Array) -> dict[str, Array]:
-    num_shifts = 2 * self.shift_range + 1
-    sizes = {'keys': self.width, 'beta': 1, 'gate': 1, 'shift': num_shifts, 'gamma': 1}
-    if self.writes:
-      sizes.update(erase=self.width, add=self.width)
-    total = sum(sizes.values())
+  def __call__(self, h: Array) -> dict[str, Array] | Array:
+    total = addressing_size(self.width, self.shift_range) + (2 * self.width if self.writes
+                                                             else 0)
     raw = nn.Dense(self.num_heads * total, name='proj')(h)
     raw = jnp.clip(raw, -self.clip, self.clip).reshape(*h.shape[:-1], self.num_heads, total)
-    parts, start = {}, 0
-    for name, size in sizes.items():
-      parts[name] = raw[..., start:start + size]
-      start += size
-    out = {
-        'keys': parts['keys'],
-        'beta': jax.nn.softplus(parts['beta'][..., 0]),
-        'gate': jax.nn.sigmoid(parts['gate'][..., 0]),
-        'shift': jax.nn.softmax(parts['shift'], axis=-1),
-        'gamma': 1.0 + jax.nn.softplus(parts['gamma'][..., 0]),
-    }
-    if self.writes:
-      out['erase'] = jax.nn.sigmoid(parts['erase'])
-      out['add'] = jnp.tanh(parts['add'])
-    return out
+    return head_parameters(raw, self.width, self.shift_range) if self.activate else raw
