@@ -89,6 +89,29 @@ class NTMCell(nn.Module):
     return mem.write(memory, write_w, erase, add, layout), reads, weights
 
 
+def save_smaller_than(limit: int):
+  """A remat policy (jax.checkpoint_policies): keep for the backward pass every value
+  of fewer than `limit` elements, recompute the larger ones.
+
+  With `limit` the size of the memory, a step keeps its head weightings, scores and
+  controller vectors (a few hundred numbers per row each) and recomputes only the
+  memory-sized [B,W,N] products of the write and the normalisation from the carried
+  memory. Recomputing everything cost the backward pass a second forward pass of small
+  kernels (at batch 1 a step's time is their count); keeping everything stacked half a
+  dozen memories per time step (at batch 32 twice the step time).
+  """
+  def policy(prim, *avals, **params) -> bool:
+    try:
+      out = prim.abstract_eval(*avals, **params)
+    except Exception:  # noqa: BLE001 - a primitive without shape rules: recompute it
+      return False
+    if isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], (set, frozenset)):
+      out = out[0]  # (avals, effects)
+    outs = out if isinstance(out, (list, tuple)) else [out]
+    return all(getattr(o, 'size', limit) < limit for o in outs)
+  return policy
+
+
 class Model(nn.Module):
   """inputs [B, T, D] -> (logits [B, T, output_size],
   {'read_weights': [B,T,R,N], 'write_weights': [B,T,Wr,N]}).
@@ -168,11 +191,14 @@ class Model(nn.Module):
         reads=mem.read(memory0, heads(self.num_read_heads), cell_cls.slots_last),
         weights=heads(self.num_read_heads + self.num_write_heads),
     )
-    # Rematerialised: the backward pass recomputes each step's [B,N,W] intermediates
-    # from the carry instead of stacking half a dozen of them per time step, which at
-    # batch 32 halved the step time on CPU (the stacks' writes and reads cost more
-    # than the recomputation; benchmarks/train_throughput.py).
-    scan = nn.scan(nn.remat(cell_cls), variable_broadcast='params',
+    # Rematerialised with a policy: the backward pass recomputes each step's [B,W,N]
+    # intermediates from the carried memory and keeps everything smaller (see
+    # save_smaller_than; NTM copy at batch 1 / 8 / 32: 895 / 1,909 / 3,523 sequences/s
+    # with everything recomputed, benchmarks/train_throughput.py). prevent_cse is for
+    # remat outside a loop; inside a scan XLA cannot merge the two passes anyway.
+    remat = nn.remat(cell_cls, prevent_cse=False, policy=save_smaller_than(
+        batch * self.memory_size * self.memory_width))
+    scan = nn.scan(remat, variable_broadcast='params',
                    variable_axes={'intermediates': 1}, split_rngs={'params': False},
                    in_axes=1, out_axes=1)
     _, (features, traces) = scan(
