@@ -1,7 +1,8 @@
 """The NTM's training gradients are plain autodiff's.
 
-Training differentiates the NTM through a remat policy that keeps a step's small
-values (ntm.save_smaller_than); it may not change a loss or a gradient.
+Training differentiates the NTM through weight taps on its three kernels
+(memflax/nn/weight_taps.py) and a remat policy that keeps a step's small values
+(ntm.save_smaller_than); neither may change a loss or a gradient.
 """
 
 import jax
@@ -30,7 +31,7 @@ def _loss(model, params, train):
                              memory_width=6, top_m=3),
 ], ids=['ntm_two_read_heads', 'ntm_boosted', 'sparse_ntm'])
 def test_training_gradients_equal_plain_autodiff(make, monkeypatch):
-  """train=True (remat keeping small values) against train=False with every value
+  """train=True (taps, remat keeping small values) against train=False with every value
   recomputed: the same loss and the same gradient for every parameter."""
   model = make()
   params = model.init(jax.random.PRNGKey(1), X)

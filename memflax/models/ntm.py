@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from memflax.nn import memory as mem
+from memflax.nn import weight_taps
 from memflax.nn.recurrent import LSTMCell
 
 MEMORY_INITS = ('constant', 'learned', 'random')
@@ -20,8 +21,8 @@ MEMORY_INITS = ('constant', 'learned', 'random')
 
 class NTMCell(nn.Module):
   """One NTM step. carry = dict(controller, memory [B,W,N], reads [B,R,W],
-  weights [B,R+Wr,N] (read heads first)); x [B,D] -> (carry, (out [B,C+R·W],
-  traces)).
+  weights [B,R+Wr,N] (read heads first)); x [B,D] or (x, taps) -> (carry,
+  (out [B,C+R·W], traces)).
 
   The carry holds the memory transposed, slots last (memflax.nn.memory: the CPU
   kernels vectorise over N); what it sows for plots is [B,N,W] as everywhere else.
@@ -42,14 +43,21 @@ class NTMCell(nn.Module):
 
   @nn.compact
   def __call__(self, carry, x):
+    # Inside Model's scan x comes with this step's weight taps ({layer: (x_tap, y_tap)},
+    # memflax.nn.weight_taps; None when not training).
+    x, taps = x if isinstance(x, tuple) else (x, None)
+    taps = taps or {}
     batch = x.shape[0]
     controller_in = jnp.concatenate([x, carry['reads'].reshape(batch, -1)], axis=-1)
     controller, h = LSTMCell(self.controller_size, forget_bias=self.controller_forget_bias,
-                             name='controller')(carry['controller'], controller_in)
+                             name='controller')(carry['controller'], controller_in,
+                                                taps.get('controller'))
     heads = dict(width=self.memory_width, shift_range=self.shift_range,
                  clip=self.controller_clip, activate=False)
-    raw_read = mem.NTMHeads(self.num_read_heads, name='read_heads', **heads)(h)
-    raw_write = mem.NTMHeads(self.num_write_heads, writes=True, name='write_heads', **heads)(h)
+    raw_read = mem.NTMHeads(self.num_read_heads, name='read_heads', **heads)(
+        h, taps.get('read_heads'))
+    raw_write = mem.NTMHeads(self.num_write_heads, writes=True, name='write_heads', **heads)(
+        h, taps.get('write_heads'))
     # Read and write heads go through the activations and addressing as one set of
     # R + Wr heads, read heads first: at batch 1 the step's cost is its count of small
     # kernels, and each pass over both sets costs the kernels of one.
@@ -165,12 +173,28 @@ class Model(nn.Module):
 
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool = False):
-    del train  # no dropout in this model
-    return self._scan_cells(inputs, NTMCell)
+    return self._scan_cells(inputs, NTMCell, train)
 
-  def _scan_cells(self, inputs: jax.Array, cell_cls, **cell_fields):
+  def _weight_taps(self, batch: int, steps: int) -> dict | None:
+    """memflax.nn.weight_taps for the cell's three kernels (controller gates, read and
+    write head projections), [B,T,...] like the inputs; None while initialising."""
+    if self.is_initializing():
+      return None
+    cell = self.variables['params']['cell']
+    taps = {}
+    for name, path in (('controller', ('controller', 'gates')),
+                       ('read_heads', ('read_heads', 'proj')),
+                       ('write_heads', ('write_heads', 'proj'))):
+      kernel = cell[path[0]][path[1]]['kernel']
+      taps[name] = weight_taps.weight_taps(kernel, (batch, steps, kernel.shape[0]),
+                                           (batch, steps, kernel.shape[1]))
+    return taps
+
+  def _scan_cells(self, inputs: jax.Array, cell_cls, train: bool = False, **cell_fields):
     """Runs `cell_cls` (NTMCell or a variant taking extra `cell_fields`) over time
-    from the initial memory and head focus; returns (logits, traces)."""
+    from the initial memory and head focus; returns (logits, traces). When training,
+    the cell's kernels get their gradients through weight taps (memflax.nn.weight_taps):
+    one matmul each after the backward loop instead of an outer product per step."""
     batch = inputs.shape[0]
     if self.write_sharpen_boost < 0:
       raise ValueError(f'model.write_sharpen_boost must be >= 0, got {self.write_sharpen_boost}')
@@ -196,6 +220,7 @@ class Model(nn.Module):
     # save_smaller_than; NTM copy at batch 1 / 8 / 32: 895 / 1,909 / 3,523 sequences/s
     # with everything recomputed, benchmarks/train_throughput.py). prevent_cse is for
     # remat outside a loop; inside a scan XLA cannot merge the two passes anyway.
+    taps = self._weight_taps(batch, inputs.shape[1]) if train else None
     remat = nn.remat(cell_cls, prevent_cse=False, policy=save_smaller_than(
         batch * self.memory_size * self.memory_width))
     scan = nn.scan(remat, variable_broadcast='params',
@@ -208,5 +233,5 @@ class Model(nn.Module):
         frobenius_norm=self.frobenius_norm, controller_clip=self.controller_clip,
         controller_forget_bias=self.controller_forget_bias,
         write_sharpen_boost=self.write_sharpen_boost,
-        name='cell', **cell_fields)(carry, inputs)
+        name='cell', **cell_fields)(carry, (inputs, taps))
     return nn.Dense(self.output_size, name='readout')(features), traces

@@ -95,8 +95,7 @@ class Model(ntm.Model):
 
   @nn.compact
   def __call__(self, inputs: jax.Array, train: bool = False):
-    del train  # no dropout in this model
     if self.top_m < 1:
       raise ValueError(f'model.top_m must be >= 1, got {self.top_m}')
     # One nonzero focus (slot 0, as the NTM starts) lies within any top-M support.
-    return self._scan_cells(inputs, SparseNTMCell, top_m=self.top_m)
+    return self._scan_cells(inputs, SparseNTMCell, train, top_m=self.top_m)

@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memflax.nn import weight_taps
 
 Array = jax.Array
 
@@ -251,9 +252,12 @@ class NTMHeads(nn.Module):
   activate: bool = True
 
   @nn.compact
-  def __call__(self, h: Array) -> dict[str, Array] | Array:
+  def __call__(self, h: Array, taps: tuple[Array, Array] | None = None
+               ) -> dict[str, Array] | Array:
+    """taps: memflax.nn.weight_taps (x_tap like h, y_tap [B, H·total]) inside a scan."""
     total = addressing_size(self.width, self.shift_range) + (2 * self.width if self.writes
                                                              else 0)
-    raw = nn.Dense(self.num_heads * total, name='proj')(h)
+    raw = nn.Dense(self.num_heads * total, name='proj',
+                   dot_general=weight_taps.tapped_dot_general(taps))(h)
     raw = jnp.clip(raw, -self.clip, self.clip).reshape(*h.shape[:-1], self.num_heads, total)
     return head_parameters(raw, self.width, self.shift_range) if self.activate else raw

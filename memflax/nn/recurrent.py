@@ -13,11 +13,15 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from memflax.nn import weight_taps
+
 Array = jax.Array
 
 
-def _dense(features: int, name: str, use_bias: bool = True, bias_init=nn.initializers.zeros):
-  return nn.Dense(features, use_bias=use_bias, name=name, bias_init=bias_init)
+def _dense(features: int, name: str, use_bias: bool = True, bias_init=nn.initializers.zeros,
+           taps=None):
+  return nn.Dense(features, use_bias=use_bias, name=name, bias_init=bias_init,
+                  dot_general=weight_taps.tapped_dot_general(taps))
 
 
 class RNNCell(nn.Module):
@@ -51,7 +55,9 @@ class LSTMCell(nn.Module):
   i, f, c̃, o). The forget-gate bias starts at `forget_bias` (1.0) so early in
   training the cell keeps its state rather than forgetting it by default.
 
-  Shapes: carry `(c, h)` each [..., H]; x [..., D]; output h [..., H].
+  Shapes: carry `(c, h)` each [..., H]; x [..., D]; output h [..., H]. Inside a scan,
+  `taps` (memflax.nn.weight_taps: x_tap [B,D+H], y_tap [B,4H]) take the gates kernel's
+  gradient out of the backward loop.
 
   The carry is `(c, h)`, cell state first: the reverse of torch.nn.LSTMCell's
   `(h, c)` (and of torch.nn.LSTM's `(h_n, c_n)`), so a torch state `(h, c)` enters
@@ -63,7 +69,8 @@ class LSTMCell(nn.Module):
   forget_bias: float = 1.0
 
   @nn.compact
-  def __call__(self, carry: tuple[Array, Array], x: Array) -> tuple[tuple[Array, Array], Array]:
+  def __call__(self, carry: tuple[Array, Array], x: Array,
+               taps: tuple[Array, Array] | None = None) -> tuple[tuple[Array, Array], Array]:
     c, h = carry
     hidden = self.features
 
@@ -71,7 +78,8 @@ class LSTMCell(nn.Module):
       del key
       return jnp.zeros(shape, dtype).at[hidden:2 * hidden].set(self.forget_bias)
 
-    gates = _dense(4 * hidden, 'gates', bias_init=bias_init)(jnp.concatenate([x, h], axis=-1))
+    gates = _dense(4 * hidden, 'gates', bias_init=bias_init,
+                   taps=taps)(jnp.concatenate([x, h], axis=-1))
     i, f, g, o = jnp.split(gates, 4, axis=-1)
     c_new = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
     h_new = jax.nn.sigmoid(o) * jnp.tanh(c_new)
