@@ -44,7 +44,11 @@ def main(argv):
                                     FLAGS.process_id)
   else:
     from memflax import cpu_cores
-    cpu_cores.use_every_core()  # one CPU device per core: memflax/cpu_cores.py
+    # One CPU device per core, or one device and one core for a batch that one device
+    # takes (batch 1): memflax/cpu_cores.py.
+    config = cli_errors.loaded_config()
+    rows = None if 'continual' in config else cpu_cores.run_rows(config)
+    cpu_cores.use_every_core(*([rows] if rows else []))
   from memflax import compilation_cache
   compilation_cache.enable()
   from memflax.train import train_and_evaluate

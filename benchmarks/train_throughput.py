@@ -13,7 +13,9 @@ happens to hold: copy's 3 buckets averaged 26.7 padded steps over steps 20–59 
 against 27.7 expected.) Each row also carries XLA's FLOP count and buffer sizes of the
 longest shape's step (`cost_analysis`, `memory_analysis`), the process's peak resident
 memory so far and its page faults per timed step (with MEMFLAX_HUGE_PAGES=0 the script
-runs without huge pages: memflax/huge_pages.py). Writes a JSON list of rows.
+runs without huge pages: memflax/huge_pages.py) and `cores`, the cores the process may use:
+one when every batch size asked for runs on one device, as in train.py
+(memflax/cpu_cores.py; MEMFLAX_ONE_CORE=0 leaves it free). Writes a JSON list of rows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import argparse
 import ast
 import importlib.util
 import json
+import math
+import os
 import platform
 import resource
 import statistics
@@ -158,8 +162,12 @@ def main():
   overrides = parse_overrides(args.set)
   rows = []
   batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
+  # As train.py: a process whose runs all span one device keeps one device and one core.
+  eval_sequences = load_config(args.config, overrides).eval.num_sequences
+  cpu_cores.use_every_core(*(math.gcd(b, eval_sequences) for b in batch_sizes))
   for batch_size in progress_log.bar(batch_sizes, len(batch_sizes), 'batch sizes'):
     row = measure(args.config, batch_size, args.steps, args.warmup, args.repeats, overrides)
+    row['cores'] = len(os.sched_getaffinity(0))
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()
                       if k != 'ms_per_step_all'}), flush=True)
     rows.append(row)
@@ -170,5 +178,4 @@ def main():
 
 if __name__ == '__main__':
   huge_pages.restart_with_huge_pages()  # as train.py does, so the figures are train.py's
-  cpu_cores.use_every_core()  # as train.py does
-  main()
+  main()  # calls cpu_cores.use_every_core as train.py does

@@ -16,6 +16,14 @@ device run). `run_devices(config)` is the devices a run's mesh spans: all of the
 except that when memflax chose the count, a batch the count does not divide uses
 the largest count that divides it (batch 1: one device).
 
+A process whose runs all span one device (batch 1; train.py and the throughput
+benchmark pass their runs' sizes to use_every_core) keeps one device and one core, the
+one it runs on now: with the device count raised, the idle device's threads cost the NTM
+copy step at batch 1 10-20 %; with one device and its threads left free over both cores,
+about 4 runs in 10 ran 1.5x slower for the whole run (780 against 1,190 sequences/s).
+Kept to one core, 12 runs of 12 ran fast; compiling takes longer (16 against 9 s), once
+per config (the compilation cache).
+
 It also turns off XLA's concurrency-optimised CPU scheduler (SCHEDULER_FLAG). That
 scheduler orders a step's independent kernels so that the thunk executor can run them
 on several threads at once; for kernels of a few microseconds the hand-offs between
@@ -52,12 +60,17 @@ def user_chose_count() -> bool:
           or jax.config.jax_num_cpu_devices != -1)
 
 
-def use_every_core() -> int:
+def use_every_core(*row_counts: int) -> int:
   """Gives jax one CPU device per usable core unless the user set a count, and XLA's CPU
   scheduler SCHEDULER_FLAG unless the user chose one; returns the device count asked
   for (0 when left alone). Call before any jax computation: the CPU
   backend reads the count when it starts. Only the CPU backend's devices change; on a
-  GPU or TPU host jax's default devices stay the accelerators."""
+  GPU or TPU host jax's default devices stay the accelerators.
+
+  `row_counts`, when given, are the runs this process will make (run_rows of each
+  config): if every one of them would span a single device, the process keeps one
+  device and one core instead (the core it runs on now; MEMFLAX_ONE_CORE=0 leaves it
+  free), see the module docstring."""
   global _chosen_by_memflax
   flags = os.environ.get('XLA_FLAGS', '')
   if 'xla_cpu_enable_concurrency_optimized_scheduler' not in flags \
@@ -65,6 +78,10 @@ def use_every_core() -> int:
     os.environ['XLA_FLAGS'] = f'{flags} {SCHEDULER_FLAG}'.strip()
   cores = min(usable_cores(), MAX_DEVICES)
   if user_chose_count() or cores < 2:
+    return 0
+  if row_counts and all(devices_for(rows, cores) == 1 for rows in row_counts):
+    if os.environ.get('MEMFLAX_ONE_CORE', '1') != '0':
+      _keep_to_current_core()
     return 0
   jax.config.update('jax_num_cpu_devices', cores)
   _chosen_by_memflax = True
@@ -78,11 +95,37 @@ def run_devices(config) -> list:
   devices = jax.devices()
   if not _chosen_by_memflax or jax.process_count() > 1 or jax.default_backend() != 'cpu':
     return devices
-  try:
-    rows = math.gcd(int(config.batch_size), int(config.eval.num_sequences))
-  except (TypeError, ValueError, AttributeError, KeyError):
+  rows = run_rows(config)
+  if rows is None or rows < 1:
     return devices  # config_checks reports the bad value
-  if rows < 1:
-    return devices
-  count = max(d for d in range(1, len(devices) + 1) if rows % d == 0)
-  return devices[:count]
+  return devices[:devices_for(rows, len(devices))]
+
+
+def run_rows(config) -> int | None:
+  """gcd of `config`'s batch and evaluation sequence count, what run_devices splits;
+  None for a config without them (config_checks reports bad values)."""
+  try:
+    return math.gcd(int(config.batch_size), int(config.eval.num_sequences))
+  except (TypeError, ValueError, AttributeError, KeyError):
+    return None
+
+
+def devices_for(rows: int, count: int) -> int:
+  """How many of `count` devices a run of `rows` rows per step spans: the most that
+  divide it (rows = gcd of the batch and the evaluation's sequence count)."""
+  return max(d for d in range(1, count + 1) if rows % d == 0) if rows >= 1 else count
+
+
+def _keep_to_current_core() -> None:
+  cores = sorted(os.sched_getaffinity(0))
+  core = _current_core()
+  os.sched_setaffinity(0, {core if core in cores else cores[0]})
+
+
+def _current_core() -> int | None:
+  """The core this process last ran on (field 39 of /proc/self/stat)."""
+  try:
+    with open('/proc/self/stat') as f:
+      return int(f.read().rsplit(')', 1)[1].split()[36])
+  except (OSError, ValueError, IndexError):
+    return None

@@ -84,3 +84,41 @@ def test_train_py_uses_every_core_and_says_so(tmp_path):
                  '--config.log.tensorboard=false', f'--workdir={tmp_path / "run"}')
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert f'{expected} device(s), 1 process(es), from scratch' in proc.stdout
+
+
+ONE_DEVICE_PROBE = r'''
+import json, os, sys
+import jax
+from memflax import cpu_cores
+cpu_cores.usable_cores = lambda: 4  # stands in for a machine with 4 cores
+before = sorted(os.sched_getaffinity(0))
+asked = cpu_cores.use_every_core(*map(int, sys.argv[1:]))
+print(json.dumps(dict(asked=asked, devices=jax.device_count(), before=before,
+                      after=sorted(os.sched_getaffinity(0)))))
+'''
+
+
+def _one_device_probe(*rows: int, keep_free: bool = False) -> dict:
+  env = cli_env()
+  if keep_free:
+    env['MEMFLAX_ONE_CORE'] = '0'
+  proc = subprocess.run([sys.executable, '-c', ONE_DEVICE_PROBE, *map(str, rows)], cwd=REPO,
+                        env=env, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_a_process_of_one_device_runs_keeps_one_device_and_one_core():
+  out = _one_device_probe(1, 7)  # batch 1, and a run whose 7 rows no count up to 4 divides
+  assert out['asked'] == 0 and out['devices'] == 1
+  assert len(out['after']) == 1 and out['after'][0] in out['before']
+
+
+def test_one_device_run_among_wider_ones_keeps_every_core():
+  out = _one_device_probe(1, 8)
+  assert out['asked'] == 4 and out['devices'] == 4 and out['after'] == out['before']
+
+
+def test_memflax_one_core_0_leaves_a_one_device_process_free():
+  out = _one_device_probe(1, keep_free=True)
+  assert out['asked'] == 0 and out['devices'] == 1 and out['after'] == out['before']
