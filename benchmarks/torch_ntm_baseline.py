@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from memflax import progress_log  # noqa: E402  (no jax: memflax's runs are children)
 
 WIDTH, CONTROLLER, SLOTS, SLOT_WIDTH = 8, 100, 128, 20
 
@@ -155,7 +157,7 @@ def main():
     sys.exit('error: this comparison needs torch: pip install torch==2.13.0')
   batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
   rates = {name: {b: [] for b in batch_sizes} for name in ('memflax', 'pytorch')}
-  for round_ in range(args.rounds):
+  for round_ in progress_log.bar(range(args.rounds), args.rounds, 'rounds'):
     for b in batch_sizes:
       batches = max(args.torch_sequences // b, 4)
       rates['pytorch'][b].append(torch_rate(b, batches, warmup=2, seed=round_))
