@@ -217,9 +217,9 @@ class Model(nn.Module):
     )
     # Rematerialised with a policy: the backward pass recomputes each step's [B,W,N]
     # intermediates from the carried memory and keeps everything smaller (see
-    # save_smaller_than; NTM copy at batch 1 / 8 / 32: 895 / 1,909 / 3,523 sequences/s
-    # with everything recomputed, benchmarks/train_throughput.py). prevent_cse is for
-    # remat outside a loop; inside a scan XLA cannot merge the two passes anyway.
+    # save_smaller_than; its gain per batch size: README, "Batch 1 and the cell's
+    # kernels"). prevent_cse is for remat outside a loop; inside a scan XLA cannot merge
+    # the two passes anyway.
     taps = self._weight_taps(batch, inputs.shape[1]) if train else None
     remat = nn.remat(cell_cls, prevent_cse=False, policy=save_smaller_than(
         batch * self.memory_size * self.memory_width))
