@@ -38,6 +38,7 @@ def main(argv):
     if FLAGS[name].value is None:
       cli_errors.fail(f'--{name} is required (or --list to see what there is)')
   logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+  config = cli_errors.loaded_config()
   from memflax import parallel
   if FLAGS.coordinator_address:
     parallel.initialize_distributed(FLAGS.coordinator_address, FLAGS.num_processes,
@@ -46,7 +47,6 @@ def main(argv):
     from memflax import cpu_cores
     # One CPU device per core, or one device and one core for a batch that one device
     # takes (batch 1): memflax/cpu_cores.py.
-    config = cli_errors.loaded_config()
     rows = None if 'continual' in config else cpu_cores.run_rows(config)
     cpu_cores.use_every_core(*([rows] if rows else []))
   from memflax import compilation_cache
@@ -54,7 +54,6 @@ def main(argv):
   from memflax.train import train_and_evaluate
   from memflax.checkpoint import CheckpointWriteError
   from memflax import preemption
-  config = cli_errors.loaded_config()
   # SIGTERM from here on means "save and stop" (preemption), even before the loop starts.
   with cli_errors.exit_on_user_error(), preemption.handling():
     try:

@@ -24,7 +24,6 @@ import argparse
 import ast
 import importlib.util
 import json
-import math
 import os
 import platform
 import resource
@@ -163,8 +162,12 @@ def main():
   rows = []
   batch_sizes = [int(b) for b in args.batch_sizes.split(',')]
   # As train.py: a process whose runs all span one device keeps one device and one core.
-  eval_sequences = load_config(args.config, overrides).eval.num_sequences
-  cpu_cores.use_every_core(*(math.gcd(b, eval_sequences) for b in batch_sizes))
+  config = load_config(args.config, overrides)
+  run_rows = []
+  for batch_size in batch_sizes:
+    config.batch_size = batch_size
+    run_rows.append(cpu_cores.run_rows(config))
+  cpu_cores.use_every_core(*filter(None, run_rows))
   for batch_size in progress_log.bar(batch_sizes, len(batch_sizes), 'batch sizes'):
     row = measure(args.config, batch_size, args.steps, args.warmup, args.repeats, overrides)
     row['cores'] = len(os.sched_getaffinity(0))

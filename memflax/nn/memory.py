@@ -194,9 +194,6 @@ def frobenius_normalize(memory: Array) -> Array:
   return (memory / norm).astype(memory.dtype)
 
 
-ADDRESSING_FIELDS = ('keys', 'beta', 'gate', 'shift', 'gamma')
-
-
 def addressing_size(width: int, shift_range: int) -> int:
   """Raw controller outputs per head for addressing: key W, β, g, S shifts, γ."""
   return width + 3 + 2 * shift_range + 1
