@@ -72,6 +72,19 @@ def bucket_sort_floor(config) -> float | None:
   return task.bucket_sort_bit_errors(batch, config.model.memory_size)
 
 
+def errors_by_priority_gap(workdir: str) -> list[dict]:
+  """Priority sort: the trained model's bit errors per target vector on the held-out
+  sequences, by the gap between its priority and the nearest other one
+  (priority_sort.Task.errors_by_priority_gap)."""
+  import jax
+  from memflax import evaluate
+  trainer, params, _ = evaluate.restore(workdir)
+  batch = jax.device_get(trainer.task.make_batch(trainer.eval_key,
+                                                 trainer.config.eval.num_sequences))
+  logits, _, _ = trainer.apply_model(params, None, batch['inputs'])
+  return trainer.task.errors_by_priority_gap(batch, jax.device_get(logits))
+
+
 def run(model: str, task: str, seed: int, quick: bool) -> dict:
   config = compose(model, task, 'tiny' if quick else '')
   config.seed = seed
@@ -79,18 +92,23 @@ def run(model: str, task: str, seed: int, quick: bool) -> dict:
   if threshold is None:
     threshold = ngram_threshold(config)
   better = tasks_lib.build(config.task).higher_is_better
+  extra = {}  # priority sort: what an ideal bucket sort scores, where the model errs
   floor = bucket_sort_floor(config) if task == 'priority_sort' else None
+  if floor is not None:
+    extra['bucket_sort_floor'] = floor
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
     train_and_evaluate(config, workdir)
     wall = time.perf_counter() - start
     curve = [(r['step'] * config.batch_size, r[f'eval_{metric}'])
              for r in MetricWriter(workdir).read() if f'eval_{metric}' in r]
+    if task == 'priority_sort':
+      extra['errors_by_priority_gap'] = errors_by_priority_gap(workdir)
   met = [seqs for seqs, v in curve if (v >= threshold if better else v <= threshold)]
   return dict(model=model, task=task, seed=seed, metric=metric, threshold=threshold,
               sequences_to_threshold=met[0] if met else None, final=curve[-1][1],
               train_sequences=config.num_train_steps * config.batch_size, wall_s=wall,
-              curve=curve, **({} if floor is None else dict(bucket_sort_floor=floor)))
+              curve=curve, **extra)
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -105,3 +105,43 @@ def test_bucket_sort_errors_match_a_loop_and_fall_with_the_memory_size():
   assert TASK.bucket_sort_bit_errors(batch, 128) == pytest.approx(total / 50)
   floors = [TASK.bucket_sort_bit_errors(batch, n) for n in (16, 128, 1024, 2**20)]
   assert floors[0] > floors[1] > floors[2] > floors[3] and floors[3] < 0.1
+
+
+def test_errors_by_priority_gap_on_a_hand_worked_example():
+  # Priorities 0.9, 0.8 (0.1 apart) and -0.5: targets are vectors 0 then 1, both with
+  # gap 0.1. Answer vector 0 right and vector 1 with both bits wrong: 1 error per vector.
+  task = Task(num_bits=2, num_inputs=3, num_outputs=2)
+  batch = _hand_batch()
+  batch['targets'] = np.zeros((1, 6, 2), np.float32)
+  batch['targets'][0, 4:] = [[1, 0], [0, 0]]
+  logits = np.full((1, 6, 2), -1.0, np.float32)
+  logits[0, 4] = [1.0, -1.0]   # vector 0: right
+  logits[0, 5] = [1.0, 1.0]    # vector 1 is [0, 0]: both bits wrong
+  rows = task.errors_by_priority_gap(batch, logits, edges=(0.05, 0.2))
+  assert [(r['gap_from'], r['gap_to']) for r in rows] == [(0.0, 0.05), (0.05, 0.2),
+                                                          (0.2, None)]
+  assert rows[0]['fraction'] == 0 and rows[0]['bit_errors_per_vector'] is None
+  assert rows[1]['fraction'] == 1 and rows[1]['bit_errors_per_vector'] == 1.0
+
+
+def test_errors_by_priority_gap_against_a_loop():
+  batch = jax.device_get(TASK.make_batch(jax.random.PRNGKey(6), 40))
+  logits = np.asarray(jax.random.normal(jax.random.PRNGKey(7), batch['targets'].shape))
+  rows = TASK.errors_by_priority_gap(batch, logits)
+  per_gap = {}
+  for b in range(40):
+    p = [float(v) for v in batch['priorities'][b]]
+    for j, i in enumerate(batch['order'][b]):
+      gap = min(abs(p[i] - p[k]) for k in range(20) if k != i)
+      wrong = int(((logits[b, 21 + j] > 0) != (batch['targets'][b, 21 + j] > 0.5)).sum())
+      row = next(r for r in rows if r['gap_from'] <= gap
+                 and (r['gap_to'] is None or gap < r['gap_to']))
+      per_gap.setdefault(row['gap_from'], []).append(wrong)
+  for r in rows:
+    got = per_gap.get(r['gap_from'], [])
+    assert r['fraction'] == pytest.approx(len(got) / (40 * 16))
+    if got:
+      assert r['bit_errors_per_vector'] == pytest.approx(np.mean(got))
+  total = sum(r['fraction'] * (r['bit_errors_per_vector'] or 0) for r in rows)
+  _, metrics = TASK.loss_and_metrics(logits, batch)
+  assert total * 16 == pytest.approx(float(metrics['bit_errors_per_seq']), rel=1e-5)

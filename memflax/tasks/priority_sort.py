@@ -124,6 +124,38 @@ class Task:
     answer = np.where(read == 0.5, 0.5, (read > 0.5).astype(np.float64))
     return float(np.abs(answer - target).sum((1, 2)).mean())
 
+  def errors_by_priority_gap(self, batch: dict, logits,
+                             edges=(0.005, 0.01, 0.02, 0.05, 0.1)) -> list[dict]:
+    """A model's bit errors per target vector, grouped by how near the vector's priority
+    lies to the nearest other priority in its sequence: where a memory's write cannot tell
+    two priorities apart, their vectors blur together (each slot of 128 spans 0.0156).
+
+    batch: `make_batch`'s arrays for a batch of B sequences; logits [B, T, num_bits].
+    Returns one row per gap range [lower, upper) from 0 through `edges` to infinity:
+    {'gap_from', 'gap_to', 'fraction' (of all target vectors), 'bit_errors_per_vector'
+    (None where the range holds none)}; fraction-weighted, the rows' errors sum to the
+    bit errors per target vector overall.
+    """
+    priorities = np.asarray(batch['priorities'], np.float64)
+    order = np.asarray(batch['order'])
+    n, m = priorities.shape[1], order.shape[1]
+    answers = np.asarray(logits)[:, n + 1:, :] > 0
+    targets = np.asarray(batch['targets'])[:, n + 1:, :] > 0.5
+    errors = (answers != targets).sum(-1)                                    # [B, M]
+    ranked = -np.sort(-priorities, axis=1)       # descending, so target j has rank j
+    above = np.diff(ranked, axis=1, prepend=np.inf)
+    below = np.diff(ranked, axis=1, append=-np.inf)
+    gap = np.minimum(np.abs(above), np.abs(below))[:, :m]                    # [B, M]
+    bounds = (0.0, *edges, np.inf)
+    rows = []
+    for lower, upper in zip(bounds[:-1], bounds[1:]):
+      inside = (gap >= lower) & (gap < upper)
+      rows.append(dict(gap_from=lower, gap_to=None if upper == np.inf else upper,
+                       fraction=float(inside.mean()),
+                       bit_errors_per_vector=float(errors[inside].mean()) if inside.any()
+                       else None))
+    return rows
+
 
 def _check_counts(n: int, m: int, prefix: str) -> None:
   if not 1 <= m <= n:
