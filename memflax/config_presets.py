@@ -206,7 +206,7 @@ PAIRS = {
                                         harness=dict(learning_rate=2e-3)),
     # Repeat copy sits at ~80 bit errors/seq until it learns to count repeats, then falls
     # to 0 within ~5,000 steps; when that happens varies by seed and by float rounding.
-    # At 15,000 steps (7.5 min on one core) seed 1 fell only to 43.5 before the cosine
+    # At 15,000 steps (8.5 min on one core) seed 1 fell only to 43.5 before the cosine
     # decay ran out, where seeds 0/2 fell under 1 at 11,000/2,750 steps.
     ('ntm', 'repeat_copy'): dict(model=dict(frobenius_norm=False),
                                  harness=dict(num_train_steps=30_000)),
@@ -214,13 +214,13 @@ PAIRS = {
     # (or Frobenius-normalised) memory the NTM sat at ~47 bit errors/seq (8 heads too); a
     # learned initial memory reached 11.9 after 20,000 steps, a fixed random one 27.4.
     # Sharpening the write head when its shift is confident (κ = 3) ended at 6.70 after
-    # 100,000 steps where κ = 0 ended at 7.59 (seed 0); κ = 6 was at 8.17 by step 90,000, a
-    # learned memory started from noise instead of the constant at 7.97, clip 50 instead of
-    # 20 on β and γ at 7.60, two heads of each kind at 38.9 after 20,000 steps (one each:
-    # 13.4). Seeds 0/1/2 end at 5.19/5.40/8.99 after these 200,000 steps (~15 min on one
-    # core). An ideal bucket sort into these 128 slots makes ~4.5
-    # (Task.bucket_sort_bit_errors) and the NTM's errors sit where two priorities are within
-    # ~1 slot, so < 1 needs a finer write than 128 slots allow (README, "Task table").
+    # 100,000 steps where κ = 0 ended at 7.59 (seed 0); κ = 6 was at 8.17 by step 90,000;
+    # with κ = 0, clip 50 instead of 20 on β and γ ended at 7.60; with κ = 3, a learned
+    # memory started from noise instead of the constant at 7.97, two heads of each kind at
+    # 38.9 after 20,000 steps (one each: 14.5). Seeds 0/1/2 end at 5.19/5.40/8.99 after these
+    # 200,000 steps (~15 min on one core). An ideal bucket sort into these 128 slots makes
+    # ~4.5 (Task.bucket_sort_bit_errors) and the NTM's errors sit where two priorities are
+    # within ~1 slot, so < 1 needs a finer write than 128 slots allow (README, "Task table").
     ('ntm', 'priority_sort'): dict(
         model=dict(frobenius_norm=False, memory_init='learned', write_sharpen_boost=3.0),
         harness=dict(num_train_steps=200_000, eval_every_steps=5_000,
