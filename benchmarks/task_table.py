@@ -72,17 +72,16 @@ def bucket_sort_floor(config) -> float | None:
   return task.bucket_sort_bit_errors(batch, config.model.memory_size)
 
 
-def errors_by_priority_gap(workdir: str) -> list[dict]:
-  """Priority sort: the trained model's bit errors per target vector on the held-out
-  sequences, by the gap between its priority and the nearest other one
+def errors_by_priority_gap(config, workdir: str) -> list[dict]:
+  """Priority sort: the model trained in `workdir`, its bit errors per target vector on the
+  held-out sequences by the gap between the vector's priority and the nearest other one
   (priority_sort.Task.errors_by_priority_gap)."""
   import jax
   from memflax import evaluate
+  task, batch = held_out(config)
   trainer, params, _ = evaluate.restore(workdir)
-  batch = jax.device_get(trainer.task.make_batch(trainer.eval_key,
-                                                 trainer.config.eval.num_sequences))
   logits, _, _ = trainer.apply_model(params, None, batch['inputs'])
-  return trainer.task.errors_by_priority_gap(batch, jax.device_get(logits))
+  return task.errors_by_priority_gap(batch, jax.device_get(logits))
 
 
 def run(model: str, task: str, seed: int, quick: bool) -> dict:
@@ -103,7 +102,7 @@ def run(model: str, task: str, seed: int, quick: bool) -> dict:
     curve = [(r['step'] * config.batch_size, r[f'eval_{metric}'])
              for r in MetricWriter(workdir).read() if f'eval_{metric}' in r]
     if task == 'priority_sort':
-      extra['errors_by_priority_gap'] = errors_by_priority_gap(workdir)
+      extra['errors_by_priority_gap'] = errors_by_priority_gap(config, workdir)
   met = [seqs for seqs, v in curve if (v >= threshold if better else v <= threshold)]
   return dict(model=model, task=task, seed=seed, metric=metric, threshold=threshold,
               sequences_to_threshold=met[0] if met else None, final=curve[-1][1],
