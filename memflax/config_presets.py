@@ -221,7 +221,7 @@ PAIRS = {
     # 200,000 steps (~15 min on one core). An ideal bucket sort into these 128 slots makes
     # ~4.5 (Task.bucket_sort_bit_errors); the NTM's errors sit where two priorities are
     # within ~1 slot. A memory twice as wide (40) went under that bucket sort on seed 0
-    # (1.78 after 100,000 steps) but not on seed 1 (12.4), so it is not the preset yet
+    # (1.78 after 100,000 steps) but not on seeds 1/2 (12.4/9.64), so not the preset yet
     # (README, "Task table").
     ('ntm', 'priority_sort'): dict(
         model=dict(frobenius_norm=False, memory_init='learned', write_sharpen_boost=3.0),
