@@ -63,25 +63,22 @@ def ngram_threshold(config) -> float:
   return 1.1 * float(task.bayes_optimal_cost(batch))
 
 
-def bucket_sort_floor(config) -> float | None:
-  """Priority sort: the bit errors per sequence of an ideal bucket sort into the model's
-  memory_size slots, on the same held-out sequences (None for a model without slots)."""
-  if 'memory_size' not in config.model:
-    return None
-  task, batch = held_out(config)
-  return task.bucket_sort_bit_errors(batch, config.model.memory_size)
-
-
-def errors_by_priority_gap(config, workdir: str) -> list[dict]:
-  """Priority sort: the model trained in `workdir`, its bit errors per target vector on the
-  held-out sequences by the gap between the vector's priority and the nearest other one
-  (priority_sort.Task.errors_by_priority_gap)."""
+def priority_sort_analysis(config, workdir: str) -> dict:
+  """Priority sort, on the held-out sequences the loop evaluates: `bucket_sort_floor`, the
+  bit errors per sequence of an ideal bucket sort into the model's memory_size slots (for
+  a model with slots), and `errors_by_priority_gap`, the trained model's bit errors per
+  target vector by the gap between the vector's priority and the nearest other one
+  (priority_sort.Task)."""
   import jax
   from memflax import evaluate
   task, batch = held_out(config)
   trainer, params, _ = evaluate.restore(workdir)
   logits, _, _ = trainer.apply_model(params, None, batch['inputs'])
-  return task.errors_by_priority_gap(batch, jax.device_get(logits))
+  out = {}
+  if 'memory_size' in config.model:
+    out['bucket_sort_floor'] = task.bucket_sort_bit_errors(batch, config.model.memory_size)
+  out['errors_by_priority_gap'] = task.errors_by_priority_gap(batch, jax.device_get(logits))
+  return out
 
 
 def run(model: str, task: str, seed: int, quick: bool) -> dict:
@@ -91,10 +88,7 @@ def run(model: str, task: str, seed: int, quick: bool) -> dict:
   if threshold is None:
     threshold = ngram_threshold(config)
   better = tasks_lib.build(config.task).higher_is_better
-  extra = {}  # priority sort: what an ideal bucket sort scores, where the model errs
-  floor = bucket_sort_floor(config) if task == 'priority_sort' else None
-  if floor is not None:
-    extra['bucket_sort_floor'] = floor
+  extra = {}
   with tempfile.TemporaryDirectory() as workdir:
     start = time.perf_counter()
     train_and_evaluate(config, workdir)
@@ -102,7 +96,7 @@ def run(model: str, task: str, seed: int, quick: bool) -> dict:
     curve = [(r['step'] * config.batch_size, r[f'eval_{metric}'])
              for r in MetricWriter(workdir).read() if f'eval_{metric}' in r]
     if task == 'priority_sort':
-      extra['errors_by_priority_gap'] = errors_by_priority_gap(config, workdir)
+      extra = priority_sort_analysis(config, workdir)
   met = [seqs for seqs, v in curve if (v >= threshold if better else v <= threshold)]
   return dict(model=model, task=task, seed=seed, metric=metric, threshold=threshold,
               sequences_to_threshold=met[0] if met else None, final=curve[-1][1],
