@@ -145,3 +145,84 @@ def test_errors_by_priority_gap_against_a_loop():
   total = sum(r['fraction'] * (r['bit_errors_per_vector'] or 0) for r in rows)
   _, metrics = TASK.loss_and_metrics(logits, batch)
   assert total * 16 == pytest.approx(float(metrics['bit_errors_per_seq']), rel=1e-5)
+
+
+def _one_hot_steps(slots, num_slots, heads=1):
+  """Weightings [1, T, heads, num_slots] with step t's weight on slots[t] (None: flat)."""
+  w = np.full((1, len(slots), heads, num_slots), 1 / num_slots, np.float32)
+  for t, slot in enumerate(slots):
+    if slot is not None:
+      w[0, t, 0] = 0.02 / num_slots
+      w[0, t, 0, slot] = 0.98
+  return w
+
+
+@pytest.mark.parametrize('reads, expected', [
+    ([5, 2], 1.0),   # vector 0 (priority 0.9) went to slot 5, vector 1 (0.8) to slot 2
+    ([5, 7], 0.5),   # the second output reads vector 2's slot
+    ([2, 5], 0.0),   # both read, in the wrong order
+])
+def test_target_slot_read_fraction_on_a_hand_worked_example(reads, expected):
+  task = Task(num_bits=2, num_inputs=3, num_outputs=2)
+  writes = _one_hot_steps([5, 2, 7, None, None, None], 8)
+  read = _one_hot_steps([None, None, None, None, *reads], 8, heads=2)
+  read[0, :, 1] = np.eye(8)[0]  # a second read head is not scored
+  assert task.target_slot_read_fraction(_hand_batch(), read, writes) == expected
+
+
+def test_target_slot_read_fraction_of_ideal_readers():
+  batch = jax.device_get(TASK.make_batch(jax.random.PRNGKey(8), 16))
+  n, m, t = TASK.num_inputs, TASK.num_outputs, batch['inputs'].shape[1]
+  eye = np.eye(128, dtype=np.float32)
+  # Writes to slots 3, 4, ..., then reads in priority order: a sort by content read.
+  writes = np.zeros((16, t, 1, 128), np.float32)
+  writes[:, :n, 0] = eye[np.arange(n) + 3]
+  reads = np.zeros((16, t, 1, 128), np.float32)
+  reads[:, n + 1:, 0] = eye[batch['order'] + 3]
+  assert TASK.target_slot_read_fraction(batch, reads, writes) == 1.0
+  # Reading the written slots in input order instead finds a target only by chance.
+  reads[:, n + 1:, 0] = eye[np.arange(m) + 3]
+  chance = float((batch['order'] == np.arange(m)).mean())
+  assert TASK.target_slot_read_fraction(batch, reads, writes) == pytest.approx(chance)
+  assert chance < 0.2
+
+
+@pytest.mark.parametrize('slots, by_priority, by_arrival, distinct', [
+    ([7, 5, 2], 1.0, -1.0, 3),                # by priority (0.9, 0.8, -0.5): a bucket sort
+    ([2, 3, 4], -1.0, 1.0, 3),                # in arrival order
+    ([5, 5, 2], 1.5 / np.sqrt(3), -1.5 / np.sqrt(3), 2),  # a tie: slot ranks 2.5, 2.5, 1
+])
+def test_write_slot_order_on_hand_worked_examples(slots, by_priority, by_arrival, distinct):
+  task = Task(num_bits=2, num_inputs=3, num_outputs=2)
+  order = task.write_slot_order(_hand_batch(), _one_hot_steps([*slots, None, None, None], 8))
+  assert order['by_priority'] == pytest.approx(by_priority)
+  assert order['by_arrival'] == pytest.approx(by_arrival)
+  assert order['distinct_slots'] == distinct
+
+
+def test_write_slot_order_leaves_out_sequences_written_to_one_slot():
+  task = Task(num_bits=2, num_inputs=3, num_outputs=2)
+  batch = _hand_batch()
+  batch = {k: np.concatenate([v, v]) for k, v in batch.items()}
+  writes = np.concatenate([_one_hot_steps([4, 4, 4, None, None, None], 8),
+                           _one_hot_steps([2, 3, 4, None, None, None], 8)])
+  order = task.write_slot_order(batch, writes)
+  assert order['by_arrival'] == pytest.approx(1.0)  # the second sequence's alone
+  assert order['distinct_slots'] == 2.0             # (1 + 3) / 2
+
+
+def test_write_slot_order_against_the_textbook_formula():
+  # Distinct slots and priorities: ρ = 1 - 6 Σ d² / (n (n² - 1)) per sequence.
+  batch = jax.device_get(TASK.make_batch(jax.random.PRNGKey(9), 12))
+  n = TASK.num_inputs
+  slots = np.stack([np.random.default_rng(b).permutation(128)[:n] for b in range(12)])
+  writes = np.zeros((12, n + 1 + TASK.num_outputs, 1, 128), np.float32)
+  writes[:, :n, 0] = np.eye(128, dtype=np.float32)[slots]
+  rank = lambda v: np.argsort(np.argsort(v)) + 1
+  rho = lambda a, b: 1 - 6 * ((rank(a) - rank(b)) ** 2).sum() / (n * (n * n - 1))
+  order = TASK.write_slot_order(batch, writes)
+  assert order['by_priority'] == pytest.approx(
+      np.mean([rho(slots[b], batch['priorities'][b]) for b in range(12)]))
+  assert order['by_arrival'] == pytest.approx(
+      np.mean([rho(slots[b], np.arange(n)) for b in range(12)]))
+  assert order['distinct_slots'] == n

@@ -156,6 +156,62 @@ class Task:
                        else None))
     return rows
 
+  def target_slot_read_fraction(self, batch: dict, read_weights, write_weights) -> float:
+    """The fraction of target vectors whose output step reads (its first read head's
+    largest weight) the slot that the first write head weighted most when that vector
+    came in: 1 for any program that reads back, in priority order, what it wrote to
+    distinct slots, whether it wrote them by priority or in order of arrival
+    (`write_slot_order` tells these apart).
+
+    batch: `make_batch`'s arrays; read_weights [B, T, R, N] and write_weights
+    [B, T, Wr, N], the weightings of each step (the NTM's and DNC's traces; at output step
+    t the read head reads what step t's output is made from).
+    """
+    order = np.asarray(batch['order'])
+    n, m = np.asarray(batch['priorities']).shape[1], order.shape[1]
+    written = np.asarray(write_weights)[:, :n, 0].argmax(-1)                # [B, N]
+    read = np.asarray(read_weights)[:, n + 1:n + 1 + m, 0].argmax(-1)       # [B, M]
+    return float((read == np.take_along_axis(written, order, axis=1)).mean())
+
+  def write_slot_order(self, batch: dict, write_weights) -> dict:
+    """Where the first write head puts the input vectors (its largest weight per input
+    step): {'by_priority', 'by_arrival'}, the mean over sequences of the rank (Spearman)
+    correlation of the slots with the priorities and with the input positions, and
+    'distinct_slots', the mean number of different slots the N vectors go to. A bucket
+    sort writes by priority (|by_priority| near 1, vectors of close priority sharing a
+    slot); a program that reads by content can write in arrival order (by_arrival near 1,
+    N distinct slots). Sequences whose slots are all equal have no correlation and are
+    left out of the means (nan if all are).
+
+    batch: `make_batch`'s arrays; write_weights [B, T, Wr, N].
+    """
+    priorities = np.asarray(batch['priorities'], np.float64)
+    n = priorities.shape[1]
+    slots = np.asarray(write_weights)[:, :n, 0].argmax(-1).astype(np.float64)  # [B, N]
+    arrival = np.broadcast_to(np.arange(n, dtype=np.float64), slots.shape)
+    by_priority = _rank_correlation(slots, priorities)
+    by_arrival = _rank_correlation(slots, arrival)
+    distinct = (np.diff(np.sort(slots, axis=1), axis=1) != 0).sum(1) + 1
+    mean = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float('nan')
+    return dict(by_priority=mean(by_priority), by_arrival=mean(by_arrival),
+                distinct_slots=float(distinct.mean()))
+
+
+def _ranks(x: np.ndarray) -> np.ndarray:
+  """Ranks along the last axis, ties sharing their mean rank (1-based): [B, N] -> [B, N]."""
+  less = (x[..., :, None] > x[..., None, :]).sum(-1)
+  equal = (x[..., :, None] == x[..., None, :]).sum(-1)
+  return less + (equal + 1) / 2
+
+
+def _rank_correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Spearman's ρ of each row of x [B, N] with the same row of y; nan where a row is
+  constant."""
+  rx, ry = _ranks(x), _ranks(y)
+  rx, ry = rx - rx.mean(-1, keepdims=True), ry - ry.mean(-1, keepdims=True)
+  norm = np.sqrt((rx ** 2).sum(-1) * (ry ** 2).sum(-1))
+  return np.where(norm > 0, (rx * ry).sum(-1) / np.where(norm > 0, norm, 1), np.nan)
+
 
 def _check_counts(n: int, m: int, prefix: str) -> None:
   if not 1 <= m <= n:
