@@ -4,6 +4,8 @@ threshold is first met, and the final error.
   python benchmarks/task_table.py --out benchmarks/results/task_table.json
   python benchmarks/task_table.py --out /tmp/t.json --models ntm --tasks copy --seeds 0 --quick
   python benchmarks/task_table.py --merge a.json,b.json --out merged.json   # no training
+  python benchmarks/task_table.py --models ntm --tasks copy --seeds 1 --from-workdir=runs/x \
+      --out runs/x.json   # the row of a finished train.py run of configs/ntm_copy.py, seed 1
 
 Each run is `configs/<model>_<task>.py` with `--config.seed=S`, trained through the one
 training loop (train_and_evaluate) in a temporary workdir; the held-out evaluation every
@@ -12,7 +14,10 @@ long sweep keeps what it has; a learning-curve PNG per task is drawn next to the
 `--quick` uses the tiny variants (a smoke test of the script, not a result).
 `--merge` joins the rows of runs made apart (say one seed per core; a later file's row
 replaces an earlier one for the same model, task and seed), redraws the plots and prints
-one Markdown table per model, as in the README.
+one Markdown table per model, as in the README. `--from-workdir` makes the row of a
+`train.py` run of the preset already finished (checked against the preset and seed), so
+a run trained by hand, or resumed after an interruption, which a temporary workdir
+cannot be, joins the table.
 """
 
 from __future__ import annotations
@@ -68,40 +73,90 @@ def priority_sort_analysis(config, workdir: str) -> dict:
   bit errors per sequence of an ideal bucket sort into the model's memory_size slots (for
   a model with slots), and `errors_by_priority_gap`, the trained model's bit errors per
   target vector by the gap between the vector's priority and the nearest other one
-  (priority_sort.Task)."""
+  (priority_sort.Task); for a model with read and write weightings also
+  `target_slot_read_fraction` (how often an output step reads the slot its target was
+  written to) and `write_slot_order` (whether slots follow priority or arrival)."""
   import jax
   from memflax import evaluate
   task, batch = held_out(config)
   trainer, params, _ = evaluate.restore(workdir)
-  logits, _, _ = trainer.apply_model(params, None, batch['inputs'])
+  logits, traces, _ = trainer.apply_model(params, None, batch['inputs'])
+  logits, traces = jax.device_get((logits, traces))
   out = {}
   if 'memory_size' in config.model:
     out['bucket_sort_floor'] = task.bucket_sort_bit_errors(batch, config.model.memory_size)
-  out['errors_by_priority_gap'] = task.errors_by_priority_gap(batch, jax.device_get(logits))
+  out['errors_by_priority_gap'] = task.errors_by_priority_gap(batch, logits)
+  if {'read_weights', 'write_weights'} <= set(traces or {}):
+    out['target_slot_read_fraction'] = task.target_slot_read_fraction(
+        batch, traces['read_weights'], traces['write_weights'])
+    out['write_slot_order'] = task.write_slot_order(batch, traces['write_weights'])
   return out
 
 
 def run(model: str, task: str, seed: int, quick: bool) -> dict:
   config = compose(model, task, 'tiny' if quick else '')
   config.seed = seed
+  with tempfile.TemporaryDirectory() as workdir:
+    start = time.perf_counter()
+    train_and_evaluate(config, workdir)
+    return row(config, model, task, seed, workdir, time.perf_counter() - start)
+
+
+def row(config, model: str, task: str, seed: int, workdir: str, wall: float) -> dict:
+  """The table's row for a finished run of `config` in `workdir` that took `wall` seconds."""
   metric, threshold = THRESHOLDS[task]
   if threshold is None:
     threshold = ngram_threshold(config)
   better = tasks_lib.build(config.task).higher_is_better
-  extra = {}
-  with tempfile.TemporaryDirectory() as workdir:
-    start = time.perf_counter()
-    train_and_evaluate(config, workdir)
-    wall = time.perf_counter() - start
-    curve = [(r['step'] * config.batch_size, r[f'eval_{metric}'])
-             for r in MetricWriter(workdir).read() if f'eval_{metric}' in r]
-    if task == 'priority_sort':
-      extra = priority_sort_analysis(config, workdir)
+  curve = [(r['step'] * config.batch_size, r[f'eval_{metric}'])
+           for r in MetricWriter(workdir).read() if f'eval_{metric}' in r]
+  extra = priority_sort_analysis(config, workdir) if task == 'priority_sort' else {}
   met = [seqs for seqs, v in curve if (v >= threshold if better else v <= threshold)]
   return dict(model=model, task=task, seed=seed, metric=metric, threshold=threshold,
               sequences_to_threshold=met[0] if met else None, final=curve[-1][1],
               train_sequences=config.num_train_steps * config.batch_size, wall_s=wall,
               curve=curve, **extra)
+
+
+def row_from_workdir(model: str, task: str, seed: int, workdir: str,
+                     quick: bool = False) -> dict:
+  """The row of a finished `train.py` run of the preset `configs/<model>_<task>.py` with
+  `--config.seed=seed` (its `:tiny` variant if `quick`; the same training as `run`), so a
+  run made by hand joins the table. Its wall_s is the compilation plus the training
+  loop's clock (train.py's compile_s and train_time_s; the few seconds of start-up before
+  them are not counted). ValueError when the workdir's stored config differs from that
+  preset or the run did not finish."""
+  from memflax import config_defaults, evaluate
+  config = compose(model, task, 'tiny' if quick else '')
+  config.seed = seed
+  stored = evaluate.stored_config(workdir)
+  if stored is None:
+    raise ValueError(f'{workdir}: no checkpoint of a train.py run')
+  # Through JSON, as the workdir stores it: tuples become lists.
+  stored, expected = (json.loads(json.dumps(config_defaults.complete(c).to_dict()))
+                      for c in (stored, config))
+  differ = sorted(_differences(stored, expected))
+  if differ:
+    raise ValueError(f'{workdir} was not trained with configs/{model}_{task}.py'
+                     f'{":tiny" if quick else ""} and seed '
+                     f'{seed}: {", ".join(differ)} differ')
+  records = MetricWriter(workdir).read()
+  done = [r for r in records if r.get('step') == config.num_train_steps and 'train_time_s' in r]
+  if not done:
+    raise ValueError(f'{workdir}: the run has not reached step {config.num_train_steps}')
+  compile_s = sum(r['compile_s'] for r in records if 'compile_s' in r)
+  return row(config, model, task, seed, workdir, compile_s + done[-1]['train_time_s'])
+
+
+def _differences(a: dict, b: dict, prefix: str = '') -> list[str]:
+  keys = set(a) | set(b)
+  out = []
+  for key in keys:
+    if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+      out += _differences(a[key], b[key], f'{prefix}{key}.')
+    elif a.get(key) != b.get(key):
+      out.append(prefix + key)
+  return out
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -176,10 +231,24 @@ def main():
   parser.add_argument('--seeds', default='0,1,2')
   parser.add_argument('--quick', action='store_true', help='tiny variants: a smoke test')
   parser.add_argument('--merge', help='comma-separated row JSONs to join into --out')
+  parser.add_argument('--from-workdir', help='no training: the row of a finished train.py '
+                      'run of the preset for the one model, task and seed given')
   parser.add_argument('--out', required=True)
   args = parser.parse_args()
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
+  if args.from_workdir:
+    if ',' in args.models + args.tasks + args.seeds:
+      sys.exit('error: --from-workdir takes one --models, one --tasks and one --seeds')
+    try:
+      rows = [row_from_workdir(args.models, args.tasks, int(args.seeds), args.from_workdir,
+                               args.quick)]
+    except ValueError as e:
+      sys.exit(f'error: {e}')
+    out.write_text(json.dumps(rows, indent=2) + '\n')
+    plot(rows, out)
+    print(markdown_tables(rows))
+    return
   if args.merge:
     rows = merge([Path(p) for p in args.merge.split(',')])
     out.write_text(json.dumps(rows, indent=2) + '\n')
