@@ -210,21 +210,20 @@ PAIRS = {
     # decay ran out, where seeds 0/2 fell under 1 at 11,000/2,750 steps.
     ('ntm', 'repeat_copy'): dict(model=dict(frobenius_norm=False),
                                  harness=dict(num_train_steps=30_000)),
-    # Priority sort needs slots it can tell apart to write by priority: with a constant
-    # (or Frobenius-normalised) memory the NTM sat at ~47 bit errors/seq (8 heads too); a
-    # learned initial memory reached 11.9 after 20,000 steps, a fixed random one 27.4.
-    # Sharpening the write head when its shift is confident (κ = 3) ended at 6.70 after
-    # 100,000 steps where κ = 0 ended at 7.59 (seed 0); κ = 6 was at 8.17 by step 90,000;
-    # with κ = 0, clip 50 instead of 20 on β and γ ended at 7.60; with κ = 3, a learned
-    # memory started from noise instead of the constant at 7.97, two heads of each kind at
-    # 38.9 after 20,000 steps (one each: 14.5). Seeds 0/1/2 end at 5.19/5.40/8.99 after these
-    # 200,000 steps (~15 min on one core). An ideal bucket sort into these 128 slots makes
-    # ~4.5 (Task.bucket_sort_bit_errors); the NTM's errors sit where two priorities are
-    # within ~1 slot. A memory twice as wide (40) went under that bucket sort on seed 0
-    # (1.78 after 100,000 steps) but not on seeds 1/2 (12.4/9.64), so not the preset yet
-    # (README, "Task table").
+    # Priority sort: rows of 40 (not 20) and the constant initial memory let the NTM learn
+    # a sort the paper's 128 × 20 memory did not: the write head steps through fresh slots
+    # (a constant memory gives content addressing nothing to pick by), each row holding a
+    # vector and a code of its priority, and the read head finds the next-lower priority by
+    # content. At width 20 it wrote by priority into ~30 slots instead (a learned memory
+    # gives it slots to pick) and ended at 5.19/5.40/8.99 bit errors/seq (seeds 0/1/2,
+    # 200,000 steps), near an ideal bucket sort into 128 slots (~4.5). Width 40 with a
+    # learned memory ended at 1.78/12.4/9.64 (100,000 steps); with the constant one
+    # 1.53/1.60 on seeds 0/1 after 150,000 steps and 0.972/0.447/0.279 after these 200,000
+    # (~24 min on one core). Rows of 64 cost ~35 % more per step and ended at 0.88/1.70/0.33
+    # after 150,000 steps. What errors remain sit on priorities within ~0.01 of another
+    # (README, "Task table"). Write sharpening (κ = 3) helped at width 20 (6.70 vs 7.59).
     ('ntm', 'priority_sort'): dict(
-        model=dict(frobenius_norm=False, memory_init='learned', write_sharpen_boost=3.0),
+        model=dict(frobenius_norm=False, memory_width=40, write_sharpen_boost=3.0),
         harness=dict(num_train_steps=200_000, eval_every_steps=5_000,
                      checkpoint_every_steps=10_000)),
     # N-grams counts transitions per 5-bit context in slots it must tell apart, and the
@@ -253,7 +252,7 @@ PAIRS = {
     ('dnc', 'ngrams'): dict(harness=dict(num_train_steps=3_200, eval_every_steps=200)),
     # Priority sort's 36-step batches run ~10 DNC steps/s on both cores: at its old 2,000
     # steps seeds 0/1/2 stopped at 31.0/36.8/30.5 bit errors/seq, at 6,000 (~10 minutes)
-    # they end at 10.6/6.2/6.6, against a bucket-sort floor of ~4.5 (README, "Task table").
+    # they end at 10.6/6.2/6.6, against ~4.5 for an ideal bucket sort (README, "Task table").
     ('dnc', 'priority_sort'): dict(harness=dict(num_train_steps=6_000, eval_every_steps=500)),
 }
 
