@@ -238,13 +238,14 @@ def main():
   out = Path(args.out)
   out.parent.mkdir(parents=True, exist_ok=True)
   if args.from_workdir:
+    from memflax import cli_errors
     if ',' in args.models + args.tasks + args.seeds:
-      sys.exit('error: --from-workdir takes one --models, one --tasks and one --seeds')
+      cli_errors.fail('--from-workdir takes one --models, one --tasks and one --seeds')
     try:
       rows = [row_from_workdir(args.models, args.tasks, int(args.seeds), args.from_workdir,
                                args.quick)]
-    except ValueError as e:
-      sys.exit(f'error: {e}')
+    except (ValueError, FileNotFoundError) as e:  # also a corrupt or vanished checkpoint
+      cli_errors.fail(e)
     out.write_text(json.dumps(rows, indent=2) + '\n')
     plot(rows, out)
     print(markdown_tables(rows))
