@@ -169,7 +169,7 @@ class Task:
     """
     order = np.asarray(batch['order'])
     n, m = np.asarray(batch['priorities']).shape[1], order.shape[1]
-    written = np.asarray(write_weights)[:, :n, 0].argmax(-1)                # [B, N]
+    written = _written_slots(batch, write_weights)                          # [B, N]
     read = np.asarray(read_weights)[:, n + 1:n + 1 + m, 0].argmax(-1)       # [B, M]
     return float((read == np.take_along_axis(written, order, axis=1)).mean())
 
@@ -187,7 +187,7 @@ class Task:
     """
     priorities = np.asarray(batch['priorities'], np.float64)
     n = priorities.shape[1]
-    slots = np.asarray(write_weights)[:, :n, 0].argmax(-1).astype(np.float64)  # [B, N]
+    slots = _written_slots(batch, write_weights).astype(np.float64)         # [B, N]
     arrival = np.broadcast_to(np.arange(n, dtype=np.float64), slots.shape)
     by_priority = _rank_correlation(slots, priorities)
     by_arrival = _rank_correlation(slots, arrival)
@@ -195,6 +195,12 @@ class Task:
     mean = lambda x: float(np.nanmean(x)) if np.isfinite(x).any() else float('nan')
     return dict(by_priority=mean(by_priority), by_arrival=mean(by_arrival),
                 distinct_slots=float(distinct.mean()))
+
+
+def _written_slots(batch: dict, write_weights) -> np.ndarray:
+  """The slot the first write head weighted most at each input step: [B, N] ints."""
+  n = np.asarray(batch['priorities']).shape[1]
+  return np.asarray(write_weights)[:, :n, 0].argmax(-1)
 
 
 def _ranks(x: np.ndarray) -> np.ndarray:
